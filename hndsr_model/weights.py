@@ -1,0 +1,125 @@
+"""Weights as safetensors with a JSON manifest beside them (config, sha256, measured quality).
+
+Loading checks the file's sha256 against the manifest before a single tensor is read, and every
+failure is a :class:`WeightsError` whose message says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .diffusion import ResidualDenoiser
+from .operator import NeuralOperatorSR
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "hndsr.safetensors"
+MODEL_NAME = "hndsr"
+
+
+class WeightsError(RuntimeError):
+    """The weights are missing, corrupt, or do not match their manifest."""
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the networks; stored in the manifest."""
+
+    operator: dict[str, int] = field(default_factory=dict)
+    denoiser: dict[str, int] = field(default_factory=dict)
+    residual_scale: float = 0.05
+
+
+@dataclass
+class LoadedModel:
+    operator: NeuralOperatorSR
+    denoiser: ResidualDenoiser
+    config: ModelConfig
+    version: str
+    sha256: str
+    manifest: dict[str, Any]
+
+
+def manifest_path(weights: Path) -> Path:
+    return weights.with_suffix(".json")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_networks(config: ModelConfig) -> tuple[NeuralOperatorSR, ResidualDenoiser]:
+    return NeuralOperatorSR(**config.operator), ResidualDenoiser(**config.denoiser)
+
+
+def save_weights(
+    path: Path,
+    operator: NeuralOperatorSR,
+    denoiser: ResidualDenoiser,
+    config: ModelConfig,
+    version: str,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Write ``path`` and its manifest; returns the sha256 of the safetensors file."""
+    tensors = {f"operator.{k}": v.detach().cpu().contiguous() for k, v in operator.state_dict().items()}
+    tensors.update({f"denoiser.{k}": v.detach().cpu().contiguous() for k, v in denoiser.state_dict().items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"name": MODEL_NAME, "version": version})
+    digest = file_sha256(path)
+    manifest = {
+        "name": MODEL_NAME,
+        "version": version,
+        "sha256": digest,
+        "config": {
+            "operator": config.operator,
+            "denoiser": config.denoiser,
+            "residual_scale": config.residual_scale,
+        },
+        **(extra or {}),
+    }
+    manifest_path(path).write_text(json.dumps(manifest, indent=2) + "\n")
+    return digest
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    manifest_file = manifest_path(path)
+    if not path.is_file():
+        raise WeightsError(f"model weights not found at {path}; train them or restore the file from git")
+    if not manifest_file.is_file():
+        raise WeightsError(f"weights manifest not found at {manifest_file}")
+    try:
+        return json.loads(manifest_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"weights manifest {manifest_file} is not valid JSON: {exc}") from exc
+
+
+def load_weights(path: Path = DEFAULT_WEIGHTS, device: str | torch.device = "cpu") -> LoadedModel:
+    """Verify and load the networks, in eval mode on ``device``."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    digest = file_sha256(path)
+    if digest != manifest.get("sha256"):
+        raise WeightsError(
+            f"checksum mismatch for {path}: sha256 {digest} != manifest {manifest.get('sha256')}; "
+            "the file is corrupt or was replaced"
+        )
+    config = ModelConfig(**manifest["config"])
+    operator, denoiser = build_networks(config)
+    tensors = load_file(str(path))
+    for prefix, net in (("operator.", operator), ("denoiser.", denoiser)):
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise WeightsError(f"weights in {path} do not fit the configured network: {exc}") from exc
+        net.to(device).eval().requires_grad_(False)
+    return LoadedModel(operator, denoiser, config, manifest["version"], digest, manifest)

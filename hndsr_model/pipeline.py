@@ -157,7 +157,7 @@ class HNDSRPipeline:
         cond = F.pixel_unshuffle(F.pad(cond_hr, (0, pad_w, 0, pad_h), mode="replicate"), UNSHUFFLE)
         # One generator per tile keeps results independent of the order tiles run in.
         generator = torch.Generator().manual_seed(hash((seed, index)) & 0x7FFFFFFF)
-        x = torch.randn(cond.shape, generator=generator).to(self.device)
+        x = (torch.randn(cond.shape, generator=generator) * self.model.config.noise_temperature).to(self.device)
         sampler = DDIMSampler(steps)
         times = sampler.timesteps()
         for step, (t, t_next) in enumerate(zip(times[:-1], times[1:])):

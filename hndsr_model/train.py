@@ -27,7 +27,7 @@ from .data import list_images, load_rgb
 from .diffusion import UNSHUFFLE
 from .pipeline import resolve_device
 from .sampler import T_MAX, add_noise
-from .weights import DEFAULT_WEIGHTS, ModelConfig, build_networks, save_weights
+from .weights import DEFAULT_WEIGHTS, ModelConfig, build_networks, load_weights, save_weights
 
 # Scales 2-4 carry the quality bar, so they are drawn three times as often as 5-8.
 SCALE_WEIGHTS = {2: 3, 3: 3, 4: 3, 5: 1, 6: 1, 7: 1, 8: 1}
@@ -197,6 +197,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--version", default="1.0.0")
+    p.add_argument("--init", type=Path, help="fine-tune from these exported weights instead of a fresh start")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--checkpoint-every", type=int, default=200)
     return p.parse_args(argv)
@@ -208,16 +209,24 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    config = ModelConfig(operator={"channels": 48, "blocks": 6, "modes": 12}, denoiser={"channels": 48, "blocks": 3})
-    operator, denoiser = build_networks(config)
+    if args.init:
+        init = load_weights(args.init, device)
+        operator, denoiser, config = init.operator.requires_grad_(True), init.denoiser.requires_grad_(True), init.config
+    else:
+        config = ModelConfig(operator={"channels": 48, "blocks": 6, "modes": 12}, denoiser={"channels": 48, "blocks": 3})
+        operator, denoiser = build_networks(config)
     sampler = PatchSampler(args.data, device, args.seed)
     print(f"training on {len(sampler.images)} images, device {device}", flush=True)
-    operator = train_stage("operator", operator.to(device), operator_loss, sampler, args,
-                           args.operator_iters, args.operator_minutes).eval()
-    config.residual_scale = estimate_residual_scale(operator, sampler)
-    print(f"residual scale {config.residual_scale}", flush=True)
-    denoiser = train_stage("denoiser", denoiser.to(device), make_denoiser_loss(operator, config.residual_scale),
-                           sampler, args, args.denoiser_iters, args.denoiser_minutes)
+    if args.operator_iters > 0:
+        operator = train_stage("operator", operator.to(device).train(), operator_loss, sampler, args,
+                               args.operator_iters, args.operator_minutes)
+    operator.eval().requires_grad_(False)
+    if args.denoiser_iters > 0:
+        config.residual_scale = estimate_residual_scale(operator, sampler)
+        print(f"residual scale {config.residual_scale}", flush=True)
+        denoiser = train_stage("denoiser", denoiser.to(device).train(),
+                               make_denoiser_loss(operator, config.residual_scale),
+                               sampler, args, args.denoiser_iters, args.denoiser_minutes)
     training = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     digest = save_weights(args.out, operator, denoiser, config, args.version,
                           extra={"training": training})

@@ -33,6 +33,8 @@ class ModelConfig:
     operator: dict[str, int] = field(default_factory=dict)
     denoiser: dict[str, int] = field(default_factory=dict)
     residual_scale: float = 0.05
+    # Std of the sampler's starting noise; below 1 trades texture for fidelity (as in SR3/LDM practice).
+    noise_temperature: float = 1.0
 
 
 @dataclass
@@ -83,6 +85,7 @@ def save_weights(
             "operator": config.operator,
             "denoiser": config.denoiser,
             "residual_scale": config.residual_scale,
+            "noise_temperature": config.noise_temperature,
         },
         **(extra or {}),
     }

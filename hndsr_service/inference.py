@@ -1,0 +1,90 @@
+"""Bounded, cancellable inference: concurrency slots, deadlines and client disconnects.
+
+``run`` waits at most ``request_timeout_s`` for one of ``max_concurrent`` slots, runs the pipeline
+in a worker thread, and while it runs checks the deadline and whether the client is still there;
+either one stops the model at its next tile or diffusion step, and the slot is released only once
+the thread has really stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+import numpy as np
+import torch
+
+from hndsr_model.pipeline import HNDSRPipeline, InferenceCancelled, UpscaleResult
+
+from . import metrics
+from .errors import ServiceError
+from .probes import ServiceState
+
+POLL_S = 0.2
+
+
+class InferenceRunner:
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+        self.slots = asyncio.Semaphore(state.settings.max_concurrent)
+
+    async def run(
+        self,
+        pipeline: HNDSRPipeline,
+        image: np.ndarray,
+        scale: int,
+        ddim_steps: int,
+        seed: int | None,
+        disconnected: Callable[[], Awaitable[bool]],
+    ) -> tuple[UpscaleResult, float]:
+        """Returns the result and the inference time in seconds."""
+        settings = self.state.settings
+        try:
+            await asyncio.wait_for(self.slots.acquire(), timeout=settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise ServiceError(504, "queue_timeout", f"no inference slot free within {settings.request_timeout_s:g} s",
+                               retry_after=5) from None
+        self.state.running_inferences += 1
+        try:
+            return await self._supervised(pipeline, image, scale, ddim_steps, seed, disconnected)
+        finally:
+            self.state.running_inferences -= 1
+            self.slots.release()
+
+    async def _supervised(self, pipeline: HNDSRPipeline, image: np.ndarray, scale: int, ddim_steps: int,
+                          seed: int | None, disconnected: Callable[[], Awaitable[bool]]) -> tuple[UpscaleResult, float]:
+        cancel = threading.Event()
+        reason: str | None = None
+        started = time.perf_counter()
+        deadline = time.monotonic() + self.state.settings.inference_timeout_s
+        task = asyncio.ensure_future(anyio.to_thread.run_sync(
+            lambda: pipeline.upscale(image, scale, ddim_steps, seed, should_cancel=cancel.is_set)))
+        while not task.done():
+            await asyncio.wait({task}, timeout=POLL_S)
+            if task.done() or cancel.is_set():
+                continue
+            if time.monotonic() > deadline:
+                reason = "timeout"
+            elif await disconnected():
+                reason = "client_disconnected"
+            if reason:
+                cancel.set()
+        try:
+            result = task.result()
+        except InferenceCancelled:
+            metrics.CANCELLED.labels(reason=reason or "unknown").inc()
+            if reason == "timeout":
+                raise ServiceError(504, "inference_timeout", "inference did not finish within "
+                                   f"{self.state.settings.inference_timeout_s:g} s and was stopped") from None
+            raise ServiceError(499, "client_closed_request", "the client went away; inference was stopped") from None
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            raise ServiceError(503, "gpu_out_of_memory", "the GPU ran out of memory; retry later or send a "
+                               "smaller image", retry_after=10) from None
+        elapsed = time.perf_counter() - started
+        metrics.INFERENCE_SECONDS.observe(elapsed)
+        metrics.TILES.inc(result.tiles)
+        return result, elapsed

@@ -1,0 +1,80 @@
+"""The one place every ``hndsr_*`` metric is defined.
+
+Counters, histograms and ``hndsr_active_requests`` live in prometheus_client's multiprocess store
+when BentoML sets ``PROMETHEUS_MULTIPROC_DIR`` (one file per worker, summed at scrape time), so
+``/metrics`` is right whichever worker answers it. Values that are facts of the moment (uptime, GPU
+memory, readiness, configured limits) are read when the scrape happens.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# Every path label the service reports; anything else is counted as "other" so that random paths
+# cannot create new series.
+KNOWN_ENDPOINTS = frozenset(
+    {"/infer", "/upscale", "/health", "/ready", "/version", "/metrics", "/healthz", "/livez", "/readyz",
+     "/docs.json", "/schema.json", "/"}
+)
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+PIXEL_BUCKETS = (16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216)
+
+REQUESTS = Counter("hndsr_requests_total", "HTTP responses by endpoint and status code", ["endpoint", "status"])
+ERRORS = Counter("hndsr_errors_total", "Error responses by error type", ["error_type"])
+INFERENCE_SECONDS = Histogram("hndsr_inference_seconds", "Model inference time per request",
+                              buckets=LATENCY_BUCKETS)
+ACTIVE_REQUESTS = Gauge("hndsr_active_requests", "Inference requests admitted and not yet answered",
+                        multiprocess_mode="livesum")
+RATE_LIMITED = Counter("hndsr_rate_limited_total", "Requests rejected by the per-IP rate limit")
+BACKPRESSURE_REJECTED = Counter("hndsr_backpressure_rejected_total", "Requests shed at the queue-depth limit")
+INPUT_PIXELS = Histogram("hndsr_input_pixels", "Input image size in pixels", buckets=PIXEL_BUCKETS)
+TILES = Counter("hndsr_tiles_total", "Tiles processed by the model")
+CANCELLED = Counter("hndsr_inference_cancelled_total", "Inferences stopped before the end", ["reason"])
+
+_STARTED = time.time()
+
+
+def endpoint_label(path: str) -> str:
+    return path if path in KNOWN_ENDPOINTS else "other"
+
+
+def record_response(path: str, status: int, error_type: str | None = None) -> None:
+    REQUESTS.labels(endpoint=endpoint_label(path), status=str(status)).inc()
+    if error_type:
+        ERRORS.labels(error_type=error_type).inc()
+
+
+class LiveCollector(Collector):
+    """Gauges computed at scrape time from a callable returning ``{name: (help, value)}``."""
+
+    def __init__(self, read: Callable[[], dict[str, tuple[str, float]]]) -> None:
+        self.read = read
+
+    def collect(self):
+        for name, (doc, value) in self.read().items():
+            yield GaugeMetricFamily(name, doc, value=value)
+
+
+def uptime_seconds() -> float:
+    return time.time() - _STARTED
+
+
+def _shared_registry() -> CollectorRegistry:
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+def render(live: Callable[[], dict[str, tuple[str, float]]]) -> bytes:
+    """Prometheus text for all ``hndsr_*`` metrics: the shared store plus this process's live gauges."""
+    live_registry = CollectorRegistry()
+    live_registry.register(LiveCollector(live))
+    return generate_latest(_shared_registry()) + generate_latest(live_registry)

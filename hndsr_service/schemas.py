@@ -1,0 +1,42 @@
+"""Request parameter types and response models of the HTTP API (one declaration feeds validation,
+the OpenAPI page and the Python client)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+from annotated_types import Ge, Le
+from pydantic import BaseModel, Field
+
+API_VERSION = "1.0"
+
+ScaleFactor = Annotated[int, Ge(2), Le(8), Field(description="Integer upscaling factor, 2-8", examples=[4])]
+DdimSteps = Annotated[int, Ge(0), Le(50), Field(
+    description="Diffusion refinement steps; 0 = deterministic neural operator only", examples=[0])]
+Seed = Annotated[Optional[int], Ge(0), Le(2**32 - 1), Field(
+    description="Seed for the diffusion noise (same seed, same bytes); null = random", examples=[None])]
+Base64Image = Annotated[str, Field(
+    description="PNG/JPEG/TIFF/WebP file as base64; a data:image/...;base64, prefix is allowed",
+    examples=["iVBORw0KGgoAAAANSUhEUgAAAAgAAAAIAQAAAAA6mKC9AAAAEUlEQVR4nGP4z8DAwMDAgAEAD/ABAZrNUV0AAAAASUVORK5CYII="])]
+
+
+class InferMetadata(BaseModel):
+    input_size: tuple[int, int] = Field(description="(width, height) of the input")
+    output_size: tuple[int, int] = Field(description="(width, height) of the output")
+    scale_factor: int
+    ddim_steps: int
+    seed: Optional[int] = Field(description="Seed actually used (null when ddim_steps = 0)")
+    latency_ms: float
+    device: str
+    model: str
+    model_version: str
+    tiles: int
+    request_id: str
+
+
+class InferResponse(BaseModel):
+    image: str = Field(description="Upscaled image, base64 PNG")
+    width: int
+    height: int
+    scale_factor: int
+    metadata: Optional[InferMetadata] = None

@@ -1,0 +1,116 @@
+"""Every limit and switch of the service, read once from the environment and validated.
+
+A bad value stops start-up with one line naming the variable, its value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: str = "auto"
+    max_queue_depth: int = 20
+    rate_limit_per_hour: int = 100
+    max_payload_mb: float = 20.0
+    max_image_pixels: int = 16_000_000
+    max_output_pixels: int = 67_108_864
+    max_concurrent: int = 4
+    request_timeout_s: float = 30.0
+    inference_timeout_s: float = 300.0
+    drain_timeout_s: float = 30.0
+    tile_size: int = 256
+    tile_overlap: int = 16
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    weights_path: Path | None = None
+    model_tag: str = "hndsr:latest"
+    # Distinct client IPs the rate limiter tracks; beyond it the stalest are evicted.
+    rate_limit_max_clients: int = 10_000
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return int(self.max_payload_mb * 1024 * 1024)
+
+
+def _parse(env: Mapping[str, str], name: str, default: T, convert: Callable[[str], T], check: Callable[[T], bool],
+           allowed: str) -> T:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = convert(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is invalid: expected {allowed}") from None
+    if not check(value):
+        raise SettingsError(f"{name}={raw!r} is invalid: expected {allowed}")
+    return value
+
+
+def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``env`` (default ``os.environ``); raises :class:`SettingsError`."""
+    env = os.environ if env is None else env
+    positive_int = (int, lambda v: v > 0, "a positive integer")
+    positive_float = (float, lambda v: v > 0, "a positive number")
+    d = Settings()
+    tile_size = _parse(env, "TILE_SIZE", d.tile_size, int, lambda v: 32 <= v <= 2048, "an integer in 32..2048")
+    return Settings(
+        host=_parse(env, "HOST", d.host, str, lambda v: _is_ip(v) or v == "localhost", "an IP address"),
+        port=_parse(env, "PORT", d.port, int, lambda v: 1 <= v <= 65535, "a port number 1..65535"),
+        device=_parse(env, "DEVICE", d.device, str.lower, lambda v: v in {"auto", "cpu", "cuda"}, "auto, cpu or cuda"),
+        max_queue_depth=_parse(env, "MAX_QUEUE_DEPTH", d.max_queue_depth, *positive_int),
+        rate_limit_per_hour=_parse(env, "RATE_LIMIT_PER_HOUR", d.rate_limit_per_hour, *positive_int),
+        max_payload_mb=_parse(env, "MAX_PAYLOAD_MB", d.max_payload_mb, *positive_float),
+        max_image_pixels=_parse(env, "MAX_IMAGE_PIXELS", d.max_image_pixels, *positive_int),
+        max_output_pixels=_parse(env, "MAX_OUTPUT_PIXELS", d.max_output_pixels, *positive_int),
+        max_concurrent=_parse(env, "MAX_CONCURRENT", d.max_concurrent, *positive_int),
+        request_timeout_s=_parse(env, "REQUEST_TIMEOUT_S", d.request_timeout_s, *positive_float),
+        inference_timeout_s=_parse(env, "INFERENCE_TIMEOUT_S", d.inference_timeout_s, *positive_float),
+        drain_timeout_s=_parse(env, "DRAIN_TIMEOUT_S", d.drain_timeout_s, *positive_float),
+        tile_size=tile_size,
+        tile_overlap=_parse(env, "TILE_OVERLAP", d.tile_overlap, int, lambda v: 0 <= v < tile_size // 2,
+                            f"an integer in 0..{tile_size // 2 - 1} (below half of TILE_SIZE)"),
+        trusted_proxies=_parse(env, "TRUSTED_PROXIES", d.trusted_proxies, _networks, lambda v: True,
+                               "comma-separated IP addresses or CIDR networks"),
+        cors_origins=_parse(env, "CORS_ORIGINS", d.cors_origins, _origins, lambda v: True,
+                            "comma-separated origins or *"),
+        weights_path=_parse(env, "WEIGHTS_PATH", d.weights_path, Path, lambda v: True, "a file path"),
+        model_tag=_parse(env, "MODEL_TAG", d.model_tag, str, lambda v: v.startswith("hndsr"), "a tag like hndsr:latest"),
+    )
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, parsed on first use."""
+    return load_settings()

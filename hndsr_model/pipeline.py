@@ -116,7 +116,7 @@ class HNDSRPipeline:
             seed = random.SystemRandom().randrange(2**31)
         cancelled = should_cancel or (lambda: False)
         height, width = image.shape[:2]
-        lr = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+        lr = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255)
         out = torch.zeros(3, height * scale, width * scale)
         weight = torch.zeros(1, height * scale, width * scale)
         total = self.count_tiles(height, width)

@@ -71,7 +71,9 @@ def _decode_pillow(data: bytes, max_pixels: int) -> np.ndarray:
             return to_rgb8(np.asarray(img))
     except ServiceError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as exc:  # Pillow's own header check, for the very largest claims
+        raise ServiceError(413, "image_too_large", str(exc)) from None
+    except UnidentifiedImageError:
         raise invalid_image("not a supported image (PNG, JPEG, TIFF, WebP)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise invalid_image(f"image data is corrupt or truncated: {exc}") from None

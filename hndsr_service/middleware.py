@@ -229,7 +229,12 @@ class PayloadSizeMiddleware:
             if not state["cut"]:
                 await send(message)
 
-        await self.app(scope, counting_receive, guarded_send)
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not state["cut"]:
+                raise
+            # The app failed on the disconnect it was handed; the client already has its 413.
 
 
 class ErrorEnvelopeMiddleware:

@@ -15,7 +15,6 @@ from typing import Any
 import bentoml
 import torch
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -23,7 +22,6 @@ from starlette.routing import Route
 from hndsr_model.pipeline import HNDSRPipeline
 
 from . import metrics
-from .errors import ServiceError, error_response
 from .middleware import InFlight
 from .schemas import API_VERSION
 from .settings import Settings
@@ -116,12 +114,5 @@ def build_probe_app(state: ServiceState) -> Starlette:
     async def metrics_view(_: Request) -> Response:
         return Response(metrics.render(state.live_gauges), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def not_found(request: Request, exc: HTTPException) -> Response:
-        return error_response(ServiceError(exc.status_code, "not_found" if exc.status_code == 404 else "http_error",
-                                           f"{request.method} {request.url.path}: {exc.detail}"))
-
-    return Starlette(
-        routes=[Route("/health", health), Route("/ready", ready), Route("/version", version),
-                Route("/metrics", metrics_view)],
-        exception_handlers={HTTPException: not_found},
-    )
+    return Starlette(routes=[Route("/health", health), Route("/ready", ready), Route("/version", version),
+                             Route("/metrics", metrics_view)])

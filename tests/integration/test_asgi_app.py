@@ -1,0 +1,172 @@
+"""Every designed status of the API through the in-process BentoML ASGI app (real model, real middleware)."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from starlette.testclient import TestClient
+
+from hndsr_service.settings import get_settings
+from tests.conftest import encode, rgb_image
+from tests.unit.test_imaging import png_header_only
+
+BASE_ENV = {"RATE_LIMIT_PER_HOUR": "1000", "MAX_PAYLOAD_MB": "1", "MAX_IMAGE_PIXELS": "250000",
+            "MAX_OUTPUT_PIXELS": "4000000", "DEVICE": "cpu"}
+
+
+@contextmanager
+def service_client(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[TestClient]:
+    """A fresh service module configured by ``env``, served in-process with its lifespan."""
+    for key, value in {**BASE_ENV, **env}.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    service = importlib.reload(sys.modules["service"]) if "service" in sys.modules else importlib.import_module("service")
+    with TestClient(service.HNDSR.to_asgi(), raise_server_exceptions=False) as client:
+        yield client
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def client(bentoml_home: Path) -> Iterator[TestClient]:
+    with pytest.MonkeyPatch.context() as mp, service_client(mp) as c:
+        yield c
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == code and isinstance(body["detail"], str) and body["detail"]
+    return body
+
+
+def test_probes(client: TestClient) -> None:
+    health = client.get("/health").json()
+    assert health["status"] == "healthy" and health["model_loaded"] and health["device"] == "cpu"
+    assert client.get("/ready").json() == {"status": "ready"}
+    assert client.get("/readyz").status_code == 200 and client.get("/healthz").status_code == 200
+    version = client.get("/version").json()
+    assert version["model"] == "hndsr" and len(version["weights_sha256"]) == 64 and version["bentoml"]
+
+
+def test_infer_contract(client: TestClient) -> None:
+    image = rgb_image(24, 40)
+    response = client.post("/infer", json={"image": "data:image/png;base64," + b64(encode(image)), "scale_factor": 3})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["width"], body["height"], body["scale_factor"]) == (120, 72, 3)
+    meta = body["metadata"]
+    assert meta["input_size"] == [40, 24] and meta["output_size"] == [120, 72]
+    assert meta["ddim_steps"] == 0 and meta["seed"] is None and meta["model"] == "hndsr" and meta["tiles"] == 1
+    assert meta["device"] == "cpu" and meta["latency_ms"] > 0 and meta["request_id"]
+    out = np.asarray(Image.open(__import__("io").BytesIO(base64.b64decode(body["image"]))))
+    assert out.shape == (72, 120, 3)
+    assert response.headers["x-request-id"] == meta["request_id"]
+
+
+def test_infer_seeded_diffusion_is_reproducible(client: TestClient) -> None:
+    payload = {"image": b64(encode(rgb_image(16, 16))), "scale_factor": 2, "ddim_steps": 2, "seed": 11,
+               "return_metadata": False}
+    first, second = client.post("/infer", json=payload).json(), client.post("/infer", json=payload).json()
+    assert first["image"] == second["image"] and first["metadata"] is None
+
+
+def test_upscale_multipart(client: TestClient) -> None:
+    response = client.post("/upscale", files={"image": ("a.jpg", encode(rgb_image(20, 20), "JPEG"), "image/jpeg")},
+                           data={"scale_factor": "2"})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert Image.open(__import__("io").BytesIO(response.content)).size == (40, 40)
+
+
+@pytest.mark.parametrize(("payload", "code"), [
+    ({"image": "not base64!"}, "invalid_image"),
+    ({"image": b64(b"plain text, not an image")}, "invalid_image"),
+    ({"image": b64(encode(rgb_image(64, 64))[:200])}, "invalid_image"),
+    ({"image": "aGk=", "scale_factor": 9}, "invalid_request"),
+    ({"image": "aGk=", "scale_factor": 1}, "invalid_request"),
+    ({"image": "aGk=", "ddim_steps": -1}, "invalid_request"),
+    ({"image": "aGk=", "ddim_steps": 51}, "invalid_request"),
+    ({"image": "aGk=", "scale_factor": "four"}, "invalid_request"),
+    ({"image": 42}, "invalid_request"),
+    ({"scale_factor": 2}, "invalid_request"),
+])
+def test_infer_client_mistakes_are_422(client: TestClient, payload: dict, code: str) -> None:
+    assert_error(client.post("/infer", json=payload), 422, code)
+
+
+def test_malformed_json_is_422(client: TestClient) -> None:
+    response = client.post("/infer", content=b"{not json", headers={"content-type": "application/json"})
+    assert_error(response, 422, "invalid_request")
+
+
+def test_upscale_client_mistakes(client: TestClient) -> None:
+    garbage = client.post("/upscale", files={"image": ("a.png", b"garbage", "image/png")})
+    assert_error(garbage, 422, "invalid_image")
+    url_text = client.post("/upscale", data={"image": "http://127.0.0.1:1/secret"},
+                           files={"other": ("x", b"x", "text/plain")})
+    assert_error(url_text, 422, "invalid_request")
+    broken = client.post("/upscale", content=b"--xx\r\nbroken", headers={"content-type": "multipart/form-data; boundary=xx"})
+    assert broken.status_code == 422
+    as_json = client.post("/upscale", json={"image": "/etc/passwd"})
+    assert as_json.status_code in (415, 422) and as_json.json()["error"] in ("unsupported_media_type", "invalid_request")
+
+
+def test_size_guards(client: TestClient) -> None:
+    assert_error(client.post("/infer", content=b"x" * (2 * 2**20), headers={"content-type": "application/json"}),
+                 413, "payload_too_large")
+    bomb = client.post("/infer", json={"image": b64(png_header_only(20_000, 20_000))})
+    assert_error(bomb, 413, "image_too_large")
+    assert_error(client.post("/infer", json={"image": b64(encode(rgb_image(400, 400))), "scale_factor": 8}),
+                 413, "output_too_large")
+
+
+def test_metrics_count_responses(client: TestClient) -> None:
+    client.post("/infer", json={"image": "!!"})
+    text = client.get("/metrics").text
+    assert 'hndsr_requests_total{endpoint="/infer",status="422"}' in text
+    assert 'hndsr_errors_total{error_type="invalid_image"}' in text
+    for name in ("hndsr_inference_seconds_bucket", "hndsr_active_requests", "hndsr_gpu_memory_used_bytes",
+                 "hndsr_rate_limited_total", "hndsr_backpressure_rejected_total", "hndsr_uptime_seconds"):
+        assert name in text
+
+
+def test_rate_limit_429(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with service_client(monkeypatch, RATE_LIMIT_PER_HOUR="2") as c:
+        statuses = [c.post("/infer", json={"image": "!!"}).status_code for _ in range(3)]
+        assert statuses[:2] == [422, 422]
+        limited = c.post("/infer", json={"image": "!!"})
+        assert_error(limited, 429, "rate_limited")
+        assert int(limited.headers["retry-after"]) > 0
+        assert c.get("/health").status_code == 200
+
+
+def test_inference_timeout_stops_the_model(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with service_client(monkeypatch, INFERENCE_TIMEOUT_S="0.05", TILE_SIZE="32", TILE_OVERLAP="4") as c:
+        response = c.post("/infer", json={"image": b64(encode(rgb_image(256, 256))), "scale_factor": 4})
+        assert_error(response, 504, "inference_timeout")
+        assert 'hndsr_inference_cancelled_total{reason="timeout"}' in c.get("/metrics").text
+
+
+def test_corrupt_weights_mean_not_ready(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests.unit.test_model import copy_weights
+
+    weights = copy_weights(tmp_path)
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with service_client(monkeypatch, WEIGHTS_PATH=str(weights)) as c:
+        ready = c.get("/ready")
+        assert ready.status_code == 503 and "retry-after" in ready.headers and "checksum" in ready.json()["reason"]
+        health = c.get("/health")
+        assert health.status_code == 503 and "checksum" in health.json()["reason"]
+        assert c.get("/readyz").status_code == 503
+        assert_error(c.post("/infer", json={"image": b64(encode(rgb_image()))}), 503, "model_unavailable")

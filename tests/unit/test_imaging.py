@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import tifffile
+
+from hndsr_service.errors import ServiceError
+from hndsr_service.imaging import check_output, decode_base64, decode_image, encode_png, to_rgb8
+from tests.conftest import DATA, encode, requires_data, rgb_image
+
+
+def status_of(fn, *args) -> tuple[int, str]:
+    with pytest.raises(ServiceError) as info:
+        fn(*args)
+    return info.value.status, info.value.code
+
+
+def test_png_jpeg_webp_roundtrip() -> None:
+    image = rgb_image(20, 30)
+    assert np.array_equal(decode_image(encode(image), 10**6), image)
+    assert decode_image(encode(image, "JPEG"), 10**6).shape == (20, 30, 3)
+    assert decode_image(encode(image, "WEBP"), 10**6).shape == (20, 30, 3)
+
+
+def test_base64_with_data_url_prefix_and_newlines() -> None:
+    raw = encode(rgb_image())
+    text = "data:image/png;base64," + base64.encodebytes(raw).decode()
+    assert decode_base64(text) == raw
+
+
+@pytest.mark.parametrize("text", ["abc!", "abc", "😀"])
+def test_bad_base64_is_422(text: str) -> None:
+    assert status_of(decode_base64, text) == (422, "invalid_image")
+
+
+@pytest.mark.parametrize("data", [b"", b"hello world", b"GIF89a" + b"\0" * 20])
+def test_not_an_image_is_422(data: bytes) -> None:
+    assert status_of(decode_image, data, 10**6) == (422, "invalid_image")
+
+
+def test_truncated_file_is_422() -> None:
+    data = encode(rgb_image(64, 64))
+    assert status_of(decode_image, data[: len(data) // 2], 10**6) == (422, "invalid_image")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` with almost no data: a decompression bomb's shape."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_pixel_bomb_rejected_from_header() -> None:
+    assert status_of(decode_image, png_header_only(50_000, 50_000), 16_000_000) == (413, "image_too_large")
+
+
+def test_output_guard() -> None:
+    check_output(100, 100, 8, 640_000)
+    assert status_of(check_output, 100, 100, 8, 639_999) == (413, "output_too_large")
+
+
+def tiff_bytes(array: np.ndarray, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, array, **kwargs)
+    return buffer.getvalue()
+
+
+def test_tiff_uint16_single_band_and_float_multiband() -> None:
+    grey = (np.arange(40 * 50, dtype=np.uint16).reshape(40, 50) * 13)
+    out = decode_image(tiff_bytes(grey), 10**6)
+    assert out.shape == (40, 50, 3) and out.dtype == np.uint8 and out.max() == 255
+    four = np.random.default_rng(0).random((30, 20, 4))
+    assert decode_image(tiff_bytes(four), 10**6).shape == (30, 20, 3)
+    planar = np.random.default_rng(0).integers(0, 255, (3, 16, 24), dtype=np.uint8)
+    assert decode_image(tiff_bytes(planar, planarconfig="separate", photometric="rgb"), 10**6).shape == (16, 24, 3)
+
+
+def test_tiff_pixel_guard_reads_header() -> None:
+    assert status_of(decode_image, tiff_bytes(np.zeros((200, 200), np.uint8)), 100) == (413, "image_too_large")
+
+
+@requires_data("geotiff")
+@pytest.mark.parametrize("name", ["scene_1_Landsat-8.tif", "spacenet_sample_uint16.tif",
+                                  "spacenet_ms1_4band_float64.tif", "spacenet_pan1_uint16.tif"])
+def test_real_geotiffs_decode(name: str) -> None:
+    image = decode_image((DATA / "geotiff" / name).read_bytes(), 16_000_000)
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8 and image.std() > 1
+
+
+def test_to_rgb8_constant_band_does_not_divide_by_zero() -> None:
+    assert to_rgb8(np.full((4, 4), 7.0)).shape == (4, 4, 3)
+
+
+def test_encode_png_roundtrip() -> None:
+    image = rgb_image()
+    assert np.array_equal(decode_image(encode_png(image), 10**6), image)

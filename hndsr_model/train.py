@@ -37,8 +37,13 @@ MAX_LR_PATCH = 64
 class PatchSampler:
     """Random HR crops and their bicubic LR, degraded on ``device`` exactly like Pillow."""
 
-    def __init__(self, folder: Path, device: torch.device, seed: int) -> None:
+    def __init__(self, folder: Path, device: torch.device, seed: int, per_folder: int = 0) -> None:
         paths = list_images(folder)
+        if per_folder:  # the first N (sorted) of each sub-folder, e.g. of each RSSCN7 class
+            by_folder: dict[Path, list[Path]] = {}
+            for path in paths:
+                by_folder.setdefault(path.parent, []).append(path)
+            paths = [p for group in by_folder.values() for p in group[:per_folder]]
         if not paths:
             raise SystemExit(f"no images found under {folder}")
         self.images = [torch.from_numpy(load_rgb(p).copy()).permute(2, 0, 1).to(device) for p in paths]
@@ -185,6 +190,7 @@ def estimate_residual_scale(operator: nn.Module, sampler: PatchSampler, batches:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, required=True, help="folder of HR training images")
+    p.add_argument("--per-folder", type=int, default=0, help="use only the first N images of each sub-folder")
     p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="exported .safetensors path")
     p.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"))
     p.add_argument("--operator-iters", type=int, default=20000)
@@ -215,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         config = ModelConfig(operator={"channels": 48, "blocks": 6, "modes": 12}, denoiser={"channels": 48, "blocks": 3})
         operator, denoiser = build_networks(config)
-    sampler = PatchSampler(args.data, device, args.seed)
+    sampler = PatchSampler(args.data, device, args.seed, args.per_folder)
     print(f"training on {len(sampler.images)} images, device {device}", flush=True)
     if args.operator_iters > 0:
         operator = train_stage("operator", operator.to(device).train(), operator_loss, sampler, args,

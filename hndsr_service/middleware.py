@@ -68,14 +68,16 @@ class RequestMetricsMiddleware:
 
 
 class InFlight:
-    """Inference requests admitted and not yet answered (this process); read by /health."""
+    """Inference requests admitted and not yet answered (this process), and whether new ones are refused
+    because the service is draining; read by /health and the shutdown drain."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.draining = False
 
 
 class QueueDepthMiddleware:
-    """Sheds inference requests with 503 once ``max_queue_depth`` are already in flight."""
+    """Sheds inference requests with 503 once ``max_queue_depth`` are in flight, or while draining."""
 
     def __init__(self, app: ASGIApp, settings: Settings, in_flight: InFlight) -> None:
         self.app = app
@@ -85,6 +87,10 @@ class QueueDepthMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not is_inference(scope):
             await self.app(scope, receive, send)
+            return
+        if self.in_flight.draining:
+            await send_error(send, ServiceError(503, "draining", "the service is shutting down; retry on "
+                                                "another instance or shortly", retry_after=5))
             return
         if self.in_flight.count >= self.limit:
             metrics.BACKPRESSURE_REJECTED.inc()

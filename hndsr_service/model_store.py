@@ -27,8 +27,8 @@ def register(weights: Path = DEFAULT_WEIGHTS) -> str:
             return str(latest.tag)
     except NotFound:
         pass
-    quality = model.manifest.get("quality", {})
-    metadata = {"version": model.version, "sha256": model.sha256, "quality_rsscn7_val": quality}
+    quality = model.manifest.get("quality", {}).get("y_psnr_db", {})
+    metadata = {"version": model.version, "sha256": model.sha256, "quality_rsscn7_val_y_psnr_db": quality}
     with bentoml.models.create(MODEL_NAME, metadata=metadata, labels={"framework": "pytorch"}) as stored:
         shutil.copy2(weights, stored.path_of(WEIGHTS_FILE))
         shutil.copy2(manifest_path(weights), stored.path_of(manifest_path(Path(WEIGHTS_FILE)).name))

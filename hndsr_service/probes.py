@@ -8,7 +8,9 @@ routes always agree.
 from __future__ import annotations
 
 import platform
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,13 +36,31 @@ class ServiceState:
     pipeline: HNDSRPipeline | None = None
     failure: str | None = None
     warmed: bool = False
-    draining: bool = False
     running_inferences: int = 0
     started: float = field(default_factory=time.time)
 
     @property
     def device(self) -> str:
         return str(self.pipeline.device) if self.pipeline else self.settings.device
+
+    @property
+    def draining(self) -> bool:
+        return self.in_flight.draining
+
+    def drain(self, timeout_s: float, then: Callable[[], None]) -> None:
+        """Refuse new inferences and fail readiness now; call ``then`` once in-flight requests are done.
+
+        The wait runs in a thread so the event loop keeps answering probes and finishing requests.
+        """
+        self.in_flight.draining = True
+
+        def wait() -> None:
+            deadline = time.monotonic() + timeout_s
+            while self.in_flight.count and time.monotonic() < deadline:
+                time.sleep(0.05)
+            then()
+
+        threading.Thread(target=wait, name="hndsr-drain", daemon=True).start()
 
     @property
     def alive(self) -> bool:

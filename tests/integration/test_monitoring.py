@@ -161,7 +161,7 @@ def test_bento_build_export_and_serve_from_empty_home(bentoml_home: Path, tmp_pa
     assert "ENTRYPOINT" in dockerfile and "python:3.11" in dockerfile
     assert "torch==2.13.0" in (bento / "env" / "python" / "requirements.txt").read_text()
     model = yaml.safe_load(run(str(BENTOML), "models", "get", "hndsr:latest"))
-    assert set(model["metadata"]) >= {"version", "sha256", "quality_rsscn7_val"}
+    assert set(model["metadata"]) >= {"version", "sha256", "quality_rsscn7_val_y_psnr_db"}
     empty_home = tmp_path / "empty_home"
     env = {"BENTOML_HOME": str(empty_home)}
     subprocess.run([str(BENTOML), "import", str(tmp_path / "hndsr.bento")], check=True, cwd=tmp_path,

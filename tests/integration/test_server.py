@@ -130,6 +130,9 @@ def test_sigterm_drains_in_flight_then_exits(server: Server) -> None:
     server.terminate()
     ready = httpx.get(f"{server.url}/ready", timeout=5)
     assert ready.status_code == 503 and "draining" in ready.json()["reason"]
+    refused = httpx.post(f"{server.url}/infer", json=SLOW, timeout=5)
+    assert refused.status_code == 503 and refused.json()["error"] == "draining"
+    assert httpx.get(f"{server.url}/health", timeout=5).json()["active_requests"] == 1
     worker.join()
     assert outcome["status"] == 200
     server.process.wait(timeout=35)

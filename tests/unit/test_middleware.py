@@ -57,6 +57,15 @@ def test_queue_depth_sheds_before_reading_body() -> None:
     assert client.get("/health").status_code == 200  # probes are never shed
 
 
+def test_draining_refuses_new_inference_but_not_probes() -> None:
+    in_flight = InFlight()
+    client = app_with(QueueDepthMiddleware, settings=load_settings({}), in_flight=in_flight)
+    in_flight.draining = True
+    response = client.post("/infer", content=b"x")
+    assert response.status_code == 503 and response.json()["error"] == "draining"
+    assert client.get("/health").status_code == 200
+
+
 def test_rate_limit_per_ip_with_retry_after() -> None:
     client = app_with(RateLimitMiddleware, settings=load_settings({"RATE_LIMIT_PER_HOUR": "3"}))
     assert [client.post("/infer").status_code for _ in range(3)] == [200, 200, 200]

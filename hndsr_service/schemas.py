@@ -17,7 +17,7 @@ Seed = Annotated[Optional[int], Ge(0), Le(2**32 - 1), Field(
     description="Seed for the diffusion noise (same seed, same bytes); null = random", examples=[None])]
 Base64Image = Annotated[str, Field(
     description="PNG/JPEG/TIFF/WebP file as base64; a data:image/...;base64, prefix is allowed",
-    examples=["iVBORw0KGgoAAAANSUhEUgAAAAgAAAAIAQAAAAA6mKC9AAAAEUlEQVR4nGP4z8DAwMDAgAEAD/ABAZrNUV0AAAAASUVORK5CYII="])]
+    examples=["iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAJUlEQVR42mPc3+rHAAPhDGvgbCYGHIB0CRYvHhU458fP07SwAwAVYgXdW6kxywAAAABJRU5ErkJggg=="])]
 
 
 class InferMetadata(BaseModel):

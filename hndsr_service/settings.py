@@ -114,3 +114,13 @@ def _is_ip(value: str) -> bool:
 def get_settings() -> Settings:
     """The process-wide settings, parsed on first use."""
     return load_settings()
+
+
+if __name__ == "__main__":
+    # `python -m hndsr_service.settings`: check the environment before starting the server.
+    import sys
+
+    try:
+        print(load_settings())
+    except SettingsError as exc:
+        sys.exit(f"configuration error: {exc}")

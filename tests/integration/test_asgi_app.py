@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import tifffile
 from PIL import Image
 from starlette.testclient import TestClient
@@ -75,6 +76,14 @@ def test_infer_contract(client: TestClient) -> None:
     out = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["image"]))))
     assert out.shape == (72, 120, 3)
     assert response.headers["x-request-id"] == meta["request_id"]
+
+
+def test_openapi_example_works(client: TestClient) -> None:
+    spec = client.get("/docs.json").json()
+    schema = spec["paths"]["/infer"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    example = {name: prop["examples"][0] for name, prop in schema["properties"].items() if "examples" in prop}
+    assert client.post("/infer", json=example).status_code == 200
+    assert "multipart/form-data" in spec["paths"]["/upscale"]["post"]["requestBody"]["content"]
 
 
 def test_infer_seeded_diffusion_is_reproducible(client: TestClient) -> None:
@@ -150,6 +159,25 @@ def test_metrics_count_responses(client: TestClient) -> None:
     for name in ("hndsr_inference_seconds_bucket", "hndsr_active_requests", "hndsr_gpu_memory_used_bytes",
                  "hndsr_rate_limited_total", "hndsr_backpressure_rejected_total", "hndsr_uptime_seconds"):
         assert name in text
+
+
+@pytest.mark.parametrize(("failure", "status", "code"), [
+    (torch.cuda.OutOfMemoryError("CUDA out of memory"), 503, "gpu_out_of_memory"),
+    (RuntimeError("boom"), 500, "internal_error"),
+])
+def test_model_failures_keep_the_service_up(client: TestClient, monkeypatch: pytest.MonkeyPatch,
+                                            failure: Exception, status: int, code: str) -> None:
+    pipeline = sys.modules["service"].state.pipeline
+
+    def fail(*args, **kwargs):
+        raise failure
+
+    payload = {"image": b64(encode(rgb_image(16, 16))), "scale_factor": 2}
+    with monkeypatch.context() as mp:
+        mp.setattr(pipeline, "upscale", fail)
+        body = assert_error(client.post("/infer", json=payload, headers={"x-request-id": "req-42"}), status, code)
+    assert body["request_id"] == "req-42"
+    assert client.post("/infer", json=payload).status_code == 200
 
 
 def test_rate_limit_429(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -119,6 +119,20 @@ def test_unknown_paths_do_not_grow_series(server: Server) -> None:
     assert "random-" not in text and 'endpoint="other",status="404"' in text
 
 
+def test_cors_origins_without_credentials(bentoml_home: Path, tmp_path: Path) -> None:
+    srv = Server({"CORS_ORIGINS": "https://maps.example"}, tmp_path / "cors.log")
+    try:
+        srv.wait_ready()
+        asked = {"access-control-request-method": "POST"}
+        allowed = httpx.options(f"{srv.url}/infer", headers={"origin": "https://maps.example", **asked})
+        assert allowed.headers["access-control-allow-origin"] == "https://maps.example"
+        assert "access-control-allow-credentials" not in allowed.headers
+        other = httpx.options(f"{srv.url}/infer", headers={"origin": "https://evil.example", **asked})
+        assert "access-control-allow-origin" not in other.headers
+    finally:
+        srv.stop()
+
+
 def test_sigterm_drains_in_flight_then_exits(server: Server) -> None:
     outcome: dict[str, int] = {}
 

@@ -181,6 +181,7 @@ def _request_id(ctx: bentoml.Context) -> str:
 
 for guard, options in (
     (middleware.RequestMetricsMiddleware, {}),
+    (middleware.ApiKeyMiddleware, {"settings": settings}),
     (middleware.QueueDepthMiddleware, {"settings": settings, "in_flight": state.in_flight}),
     (middleware.RateLimitMiddleware, {"settings": settings}),
     (middleware.PayloadSizeMiddleware, {"settings": settings}),

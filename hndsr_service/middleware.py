@@ -1,6 +1,6 @@
 """Admission control as pure-ASGI middleware, one concern each, in the spec's request-flow order.
 
-    RequestMetrics -> QueueDepth -> RateLimit -> PayloadSize -> ErrorEnvelope -> BentoML APIs
+    RequestMetrics -> ApiKey -> QueueDepth -> RateLimit -> PayloadSize -> ErrorEnvelope -> BentoML APIs
 
 Each rejection is a complete JSON response sent before the body is read. Probe, version and metrics
 routes are GETs and pass through every guard untouched.
@@ -8,6 +8,7 @@ routes are GETs and pass through every guard untouched.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import json
 import time
@@ -65,6 +66,30 @@ class RequestMetricsMiddleware:
         finally:
             error = seen["error"] or ("http_error" if seen["status"] >= 400 else None)
             metrics.record_response(scope["path"], seen["status"], error)
+
+
+class ApiKeyMiddleware:
+    """With ``API_KEYS`` set, every POST needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+
+    GETs (probes, version, metrics, docs) stay open for orchestrators and Prometheus.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.keys = [key.encode() for key in settings.api_keys]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.keys and scope["type"] == "http" and scope["method"] == "POST" and not self._authorised(scope):
+            await send_error(send, ServiceError(401, "unauthorized", "a valid API key is required "
+                                                "(Authorization: Bearer <key> or X-API-Key)"))
+            return
+        await self.app(scope, receive, send)
+
+    def _authorised(self, scope: Scope) -> bool:
+        bearer = header(scope, b"authorization") or ""
+        offered = header(scope, b"x-api-key") or (bearer[7:] if bearer.lower().startswith("bearer ") else "")
+        # Compare against every key so the time taken does not say which one nearly matched.
+        return sum(hmac.compare_digest(offered.encode(), key) for key in self.keys) > 0
 
 
 class InFlight:

@@ -38,6 +38,7 @@ class Settings:
     tile_overlap: int = 16
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     cors_origins: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = ()
     weights_path: Path | None = None
     model_tag: str = "hndsr:latest"
     # Distinct client IPs the rate limiter tracks; beyond it the stalest are evicted.
@@ -66,7 +67,7 @@ def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, 
     return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
 
 
-def _origins(raw: str) -> tuple[str, ...]:
+def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
@@ -95,8 +96,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                             f"an integer in 0..{tile_size // 2 - 1} (below half of TILE_SIZE)"),
         trusted_proxies=_parse(env, "TRUSTED_PROXIES", d.trusted_proxies, _networks, lambda v: True,
                                "comma-separated IP addresses or CIDR networks"),
-        cors_origins=_parse(env, "CORS_ORIGINS", d.cors_origins, _origins, lambda v: True,
+        cors_origins=_parse(env, "CORS_ORIGINS", d.cors_origins, _csv, lambda v: True,
                             "comma-separated origins or *"),
+        api_keys=_parse(env, "API_KEYS", d.api_keys, _csv, lambda v: all(len(k) >= 16 for k in v),
+                        "comma-separated keys of at least 16 characters"),
         weights_path=_parse(env, "WEIGHTS_PATH", d.weights_path, Path, lambda v: True, "a file path"),
         model_tag=_parse(env, "MODEL_TAG", d.model_tag, str, lambda v: v.startswith("hndsr"), "a tag like hndsr:latest"),
     )

@@ -210,3 +210,12 @@ def test_corrupt_weights_mean_not_ready(bentoml_home: Path, monkeypatch: pytest.
         assert c.get("/readyz").status_code == 503
         assert_error(c.post("/infer", json={"image": b64(encode(rgb_image()))}), 503, "model_unavailable")
 
+
+
+def test_api_key_required_when_configured(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "team-key-0123456789"
+    with service_client(monkeypatch, API_KEYS=key) as c:
+        payload = {"image": b64(encode(rgb_image(16, 16))), "scale_factor": 2}
+        assert_error(c.post("/infer", json=payload), 401, "unauthorized")
+        assert c.post("/infer", json=payload, headers={"authorization": f"Bearer {key}"}).status_code == 200
+        assert c.get("/ready").status_code == 200 and c.get("/metrics").status_code == 200

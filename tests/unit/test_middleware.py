@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from hndsr_service import metrics
 from hndsr_service.middleware import (
+    ApiKeyMiddleware,
     ErrorEnvelopeMiddleware,
     InFlight,
     PayloadSizeMiddleware,
@@ -55,6 +56,19 @@ def test_queue_depth_sheds_before_reading_body() -> None:
     assert response.json()["error"] == "overloaded"
     assert metrics.BACKPRESSURE_REJECTED._value.get() == before + 1
     assert client.get("/health").status_code == 200  # probes are never shed
+
+
+def test_api_keys_guard_posts_only() -> None:
+    key = "k" * 24
+    client = app_with(ApiKeyMiddleware, settings=load_settings({"API_KEYS": f"{key},{'z' * 16}"}))
+    missing = client.post("/infer", content=b"x")
+    assert missing.status_code == 401 and missing.json()["error"] == "unauthorized"
+    assert client.post("/infer", content=b"x", headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/infer", content=b"x", headers={"authorization": f"Bearer {key}"}).status_code == 200
+    assert client.post("/infer", content=b"x", headers={"x-api-key": "z" * 16}).status_code == 200
+    assert client.get("/health").status_code == 200
+    open_client = app_with(ApiKeyMiddleware, settings=load_settings({}))
+    assert open_client.post("/infer", content=b"x").status_code == 200
 
 
 def test_draining_refuses_new_inference_but_not_probes() -> None:

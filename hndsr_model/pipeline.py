@@ -160,7 +160,7 @@ class HNDSRPipeline:
         x = (torch.randn(cond.shape, generator=generator) * self.model.config.noise_temperature).to(self.device)
         sampler = DDIMSampler(steps)
         times = sampler.timesteps()
-        for step, (t, t_next) in enumerate(zip(times[:-1], times[1:])):
+        for step, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
             if cancelled():
                 raise InferenceCancelled(f"cancelled at diffusion step {step + 1}/{steps}")
             v = self.model.denoiser(x, cond, torch.full((1,), t, device=self.device), scale)

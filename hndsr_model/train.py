@@ -107,7 +107,7 @@ class Checkpoint:
 
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters()):
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
             e.lerp_(p, 1 - decay)
 
 

@@ -9,7 +9,6 @@ memory, readiness, configured limits) are read when the scrape happens.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -37,9 +36,6 @@ INPUT_PIXELS = Histogram("hndsr_input_pixels", "Input image size in pixels", buc
 TILES = Counter("hndsr_tiles_total", "Tiles processed by the model")
 CANCELLED = Counter("hndsr_inference_cancelled_total", "Inferences stopped before the end", ["reason"])
 
-_STARTED = time.time()
-
-
 def endpoint_label(path: str) -> str:
     return path if path in KNOWN_ENDPOINTS else "other"
 
@@ -59,10 +55,6 @@ class LiveCollector(Collector):
     def collect(self):
         for name, (doc, value) in self.read().items():
             yield GaugeMetricFamily(name, doc, value=value)
-
-
-def uptime_seconds() -> float:
-    return time.time() - _STARTED
 
 
 def _shared_registry() -> CollectorRegistry:

@@ -3,7 +3,7 @@ the OpenAPI page and the Python client)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 from annotated_types import Ge, Le
 from pydantic import BaseModel, Field
@@ -13,7 +13,7 @@ API_VERSION = "1.0"
 ScaleFactor = Annotated[int, Ge(2), Le(8), Field(description="Integer upscaling factor, 2-8", examples=[4])]
 DdimSteps = Annotated[int, Ge(0), Le(50), Field(
     description="Diffusion refinement steps; 0 = deterministic neural operator only", examples=[0])]
-Seed = Annotated[Optional[int], Ge(0), Le(2**32 - 1), Field(
+Seed = Annotated[int | None, Ge(0), Le(2**32 - 1), Field(
     description="Seed for the diffusion noise (same seed, same bytes); null = random", examples=[None])]
 Base64Image = Annotated[str, Field(
     description="PNG/JPEG/TIFF/WebP file as base64; a data:image/...;base64, prefix is allowed",
@@ -25,7 +25,7 @@ class InferMetadata(BaseModel):
     output_size: tuple[int, int] = Field(description="(width, height) of the output")
     scale_factor: int
     ddim_steps: int
-    seed: Optional[int] = Field(description="Seed actually used (null when ddim_steps = 0)")
+    seed: int | None = Field(description="Seed actually used (null when ddim_steps = 0)")
     latency_ms: float
     device: str
     model: str
@@ -39,4 +39,4 @@ class InferResponse(BaseModel):
     width: int
     height: int
     scale_factor: int
-    metadata: Optional[InferMetadata] = None
+    metadata: InferMetadata | None = None

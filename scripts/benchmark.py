@@ -89,13 +89,13 @@ def peer_quality(peer: Callable[[np.ndarray], object]) -> dict[str, float]:
 def peak_rss_child(size: int, scale: int, device: str) -> float:
     """Peak RSS in GB of a fresh process that upscales a ``size``x``size`` image by ``scale``."""
     code = (
-        "import resource, numpy as np, sys; sys.path.insert(0, %r)\n"
+        f"import resource, numpy as np, sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "from hndsr_model.pipeline import HNDSRPipeline\n"
-        "p = HNDSRPipeline.from_pretrained(device=%r)\n"
-        "img = np.random.default_rng(0).integers(0, 255, (%d, %d, 3), dtype=np.uint8)\n"
-        "out = p.upscale(img, %d).image\n"
+        f"p = HNDSRPipeline.from_pretrained(device={device!r})\n"
+        f"img = np.random.default_rng(0).integers(0, 255, ({size}, {size}, 3), dtype=np.uint8)\n"
+        f"out = p.upscale(img, {scale}).image\n"
         "print(out.shape, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-    ) % (str(ROOT), device, size, size, scale)
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(result.stdout.split()[-1]) / 1e6  # ru_maxrss is in KiB on Linux
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import tifffile
+import torch
 from PIL import Image
 from starlette.testclient import TestClient
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import bentoml
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from hndsr_service.errors import ServiceError
 from hndsr_model.data import to_rgb8
+from hndsr_service.errors import ServiceError
 from hndsr_service.imaging import check_output, decode_base64, decode_image, encode_png
 from tests.conftest import DATA, encode, requires_data, rgb_image
 

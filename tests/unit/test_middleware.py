@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 import tracemalloc
 
-import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse

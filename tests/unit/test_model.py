@@ -95,7 +95,7 @@ def test_tiles_cover_and_overlap() -> None:
     assert tile_starts(100, 256, 16) == [0]
     starts = tile_starts(300, 128, 16)
     assert starts[0] == 0 and starts[-1] == 300 - 128
-    assert all(b - a <= 128 - 16 for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= 128 - 16 for a, b in zip(starts[:-1], starts[1:], strict=True))
     w = ramp(10, 4, 4)
     assert w[4:6].eq(1).all() and w[0] < w[1] < w[2] < w[3] < 1
 

@@ -13,6 +13,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -79,14 +80,18 @@ class Checkpoint:
         self.state = folder / f"{stage}.json"
 
     def save(self, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, state: dict) -> None:
-        tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items() for k, v in m.state_dict().items()}
+        tensors = {f"{name}.{k}": v.detach().cpu().contiguous()
+                   for name, m in modules.items() for k, v in m.state_dict().items()}
         opt_state = optimizer.state_dict()
         for pid, slots in opt_state["state"].items():
             for key, value in slots.items():
                 tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
         self.tensors.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(self.tensors))
-        self.state.write_text(json.dumps(state, indent=2))
+        # Write-then-rename, so a run killed mid-save still leaves the previous checkpoint intact.
+        save_file(tensors, str(self.tensors) + ".tmp")
+        self.state.with_suffix(".json.tmp").write_text(json.dumps(state, indent=2))
+        os.replace(str(self.tensors) + ".tmp", self.tensors)
+        os.replace(self.state.with_suffix(".json.tmp"), self.state)
 
     def load(self, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer) -> dict | None:
         if not (self.tensors.is_file() and self.state.is_file()):
@@ -96,7 +101,7 @@ class Checkpoint:
             prefix = f"{name}."
             module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         opt_state = optimizer.state_dict()
-        device = next(iter(modules.values())).parameters().__next__().device
+        device = next(next(iter(modules.values())).parameters()).device
         for key, value in tensors.items():
             if key.startswith("optim."):
                 _, pid, slot = key.split(".", 2)

@@ -160,6 +160,9 @@ def test_bento_build_export_and_serve_from_empty_home(bentoml_home: Path, tmp_pa
     dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
     assert "ENTRYPOINT" in dockerfile and "python:3.11" in dockerfile
     assert "torch==2.13.0" in (bento / "env" / "python" / "requirements.txt").read_text()
+    cuda_tag = run(sys.executable, str(ROOT / "scripts" / "build.py"), "-f", "bentofile.cuda.yaml").split()[-1]
+    cuda_bento = bentoml_home / "bentos" / "hndsr" / cuda_tag.split(":")[1]
+    assert "FROM nvidia/cuda:" in (cuda_bento / "env" / "docker" / "Dockerfile").read_text()
     model = yaml.safe_load(run(str(BENTOML), "models", "get", "hndsr:latest"))
     assert set(model["metadata"]) >= {"version", "sha256", "quality_rsscn7_val_y_psnr_db"}
     empty_home = tmp_path / "empty_home"

@@ -153,14 +153,18 @@ def test_live_prometheus_evaluates_every_panel_and_alert(live_stack: tuple[Serve
     assert {r["health"] for g in rules for r in g["rules"]} == {"ok"}
 
 
+def bento_tag(build_output: str) -> str:
+    """The tag scripts/build prints on a line of its own."""
+    return re.findall(r"^hndsr:\w+$", build_output, re.MULTILINE)[-1]
+
+
 def test_bento_build_export_and_serve_from_empty_home(bentoml_home: Path, tmp_path: Path) -> None:
-    tag = run(sys.executable, str(ROOT / "scripts" / "build.py"), "--export", str(tmp_path / "hndsr.bento")).split()[-1]
-    assert tag.startswith("hndsr:")
+    tag = bento_tag(run(sys.executable, str(ROOT / "scripts" / "build.py"), "--export", str(tmp_path / "hndsr.bento")))
     bento = next((bentoml_home / "bentos" / "hndsr").glob(tag.split(":")[1]))
     dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
     assert "ENTRYPOINT" in dockerfile and "python:3.11" in dockerfile
     assert "torch==2.13.0" in (bento / "env" / "python" / "requirements.txt").read_text()
-    cuda_tag = run(sys.executable, str(ROOT / "scripts" / "build.py"), "-f", "bentofile.cuda.yaml").split()[-1]
+    cuda_tag = bento_tag(run(sys.executable, str(ROOT / "scripts" / "build.py"), "-f", "bentofile.cuda.yaml"))
     cuda_bento = bentoml_home / "bentos" / "hndsr" / cuda_tag.split(":")[1]
     assert "FROM nvidia/cuda:" in (cuda_bento / "env" / "docker" / "Dockerfile").read_text()
     model = yaml.safe_load(run(str(BENTOML), "models", "get", "hndsr:latest"))

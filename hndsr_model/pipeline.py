@@ -8,7 +8,7 @@ overlap, so memory depends on the tile size, not the image size (besides the out
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,13 +90,6 @@ class HNDSRPipeline:
         cols = tile_starts(width, self.tile_size, self.tile_overlap)
         return len(rows) * len(cols)
 
-    def _tiles(self, height: int, width: int) -> Iterator[tuple[int, int, int, int]]:
-        rows = tile_starts(height, self.tile_size, self.tile_overlap)
-        cols = tile_starts(width, self.tile_size, self.tile_overlap)
-        for y in rows:
-            for x in cols:
-                yield y, x, min(self.tile_size, height), min(self.tile_size, width)
-
     @torch.inference_mode()
     def upscale(
         self,
@@ -107,7 +100,11 @@ class HNDSRPipeline:
         should_cancel: CancelCheck | None = None,
         progress: Progress | None = None,
     ) -> UpscaleResult:
-        """Super-resolve an ``(H, W, 3) uint8`` RGB image by the integer ``scale`` (2-8)."""
+        """Super-resolve an ``(H, W, 3) uint8`` RGB image by the integer ``scale`` (2-8).
+
+        Tiles are processed row by row into a float band one tile-row high; rows that no later tile
+        touches are finished to uint8 at once, so beyond the uint8 output only one band is held.
+        """
         if not 2 <= scale <= 8:
             raise ValueError(f"scale must be an integer in 2..8, got {scale}")
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -116,23 +113,32 @@ class HNDSRPipeline:
             seed = random.SystemRandom().randrange(2**31)
         cancelled = should_cancel or (lambda: False)
         height, width = image.shape[:2]
+        th, tw = min(self.tile_size, height), min(self.tile_size, width)
+        rows = tile_starts(height, self.tile_size, self.tile_overlap)
+        cols = tile_starts(width, self.tile_size, self.tile_overlap)
+        total = len(rows) * len(cols)
         lr = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255)
-        out = torch.zeros(3, height * scale, width * scale)
-        weight = torch.zeros(1, height * scale, width * scale)
-        total = self.count_tiles(height, width)
-        for index, (y, x, th, tw) in enumerate(self._tiles(height, width)):
-            if cancelled():
-                raise InferenceCancelled(f"cancelled before tile {index + 1}/{total}")
-            tile = lr[:, y : y + th, x : x + tw][None].to(self.device)
-            sr = self._run_tile(tile, scale, ddim_steps, seed, index, cancelled)[0].float().cpu()
-            w = self._blend_weight(y, x, th, tw, height, width, scale)
-            ys, xs = slice(y * scale, (y + th) * scale), slice(x * scale, (x + tw) * scale)
-            out[:, ys, xs] += sr * w
-            weight[:, ys, xs] += w
-            if progress:
-                progress(index + 1, total)
-        out.div_(weight).clamp_(0, 1).mul_(255).round_()
-        return UpscaleResult(out.to(torch.uint8).permute(1, 2, 0).numpy(), total, seed)
+        out = np.empty((height * scale, width * scale, 3), np.uint8)
+        carry = torch.zeros(4, 0, width * scale)  # RGB sums + weight of rows the next band continues
+        index = 0
+        for r, y in enumerate(rows):
+            band = torch.zeros(4, th * scale, width * scale)
+            band[:, : carry.shape[1]] = carry
+            for x in cols:
+                if cancelled():
+                    raise InferenceCancelled(f"cancelled before tile {index + 1}/{total}")
+                tile = lr[:, y : y + th, x : x + tw][None].to(self.device)
+                sr = self._run_tile(tile, scale, ddim_steps, seed, index, cancelled)[0].float().cpu()
+                w = self._blend_weight(y, x, th, tw, height, width, scale)
+                band[:, :, x * scale : (x + tw) * scale] += torch.cat([sr * w, w])
+                index += 1
+                if progress:
+                    progress(index, total)
+            done = ((rows[r + 1] if r + 1 < len(rows) else y + th) - y) * scale
+            finished = band[:3, :done].div_(band[3:, :done]).clamp_(0, 1).mul_(255).round_()
+            out[y * scale : y * scale + done] = finished.to(torch.uint8).permute(1, 2, 0).numpy()
+            carry = band[:, done:]
+        return UpscaleResult(out, total, seed)
 
     def _blend_weight(self, y: int, x: int, th: int, tw: int, height: int, width: int, scale: int) -> torch.Tensor:
         fade = self.tile_overlap * scale

@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from .data import list_images, load_rgb
+from .data import ImageDecodeError, list_images, load_rgb
 from .pipeline import HNDSRPipeline
 from .weights import DEFAULT_WEIGHTS, WeightsError
 
@@ -38,16 +38,23 @@ def run_upscale(args: argparse.Namespace) -> int:
     except (WeightsError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if args.input.is_dir():
-        sources = list_images(args.input)
-        for src in tqdm(sources, desc="images", unit="img"):
-            dst = args.output / src.relative_to(args.input).with_suffix(".png")
-            upscale_file(pipeline, src, dst, args, show_tiles=False)
-        print(f"wrote {len(sources)} images to {args.output}")
-    else:
-        upscale_file(pipeline, args.input, args.output, args, show_tiles=True)
+    if not args.input.is_dir():
+        try:
+            upscale_file(pipeline, args.input, args.output, args, show_tiles=True)
+        except ImageDecodeError as exc:
+            print(f"error: {args.input}: {exc}", file=sys.stderr)
+            return 1
         print(f"wrote {args.output}")
-    return 0
+        return 0
+    sources, failed = list_images(args.input), 0
+    for src in tqdm(sources, desc="images", unit="img"):
+        try:
+            upscale_file(pipeline, src, args.output / src.relative_to(args.input).with_suffix(".png"), args, False)
+        except ImageDecodeError as exc:
+            failed += 1
+            tqdm.write(f"skipped {src}: {exc}", file=sys.stderr)
+    print(f"wrote {len(sources) - failed} images to {args.output}" + (f", skipped {failed}" if failed else ""))
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -76,7 +76,7 @@ def test_tiff_uint16_single_band_and_float_multiband() -> None:
     out = decode_image(tiff_bytes(grey), 10**6)
     assert out.shape == (40, 50, 3) and out.dtype == np.uint8 and out.max() == 255
     four = np.random.default_rng(0).random((30, 20, 4))
-    assert decode_image(tiff_bytes(four), 10**6).shape == (30, 20, 3)
+    assert decode_image(tiff_bytes(four, photometric="rgb"), 10**6).shape == (30, 20, 3)
     planar = np.random.default_rng(0).integers(0, 255, (3, 16, 24), dtype=np.uint8)
     assert decode_image(tiff_bytes(planar, planarconfig="separate", photometric="rgb"), 10**6).shape == (16, 24, 3)
 

@@ -161,8 +161,9 @@ class HNDSRPipeline:
         height, width = cond_hr.shape[-2:]
         pad_h, pad_w = -height % UNSHUFFLE, -width % UNSHUFFLE
         cond = F.pixel_unshuffle(F.pad(cond_hr, (0, pad_w, 0, pad_h), mode="replicate"), UNSHUFFLE)
-        # One generator per tile keeps results independent of the order tiles run in.
-        generator = torch.Generator().manual_seed(hash((seed, index)) & 0x7FFFFFFF)
+        # One generator per tile, seeded from (seed, tile index) by plain arithmetic (not hash(), which
+        # Python may change), keeps the bytes reproducible and independent of the order tiles run in.
+        generator = torch.Generator().manual_seed(((seed or 0) * 1_000_003 + index) % 2**63)
         x = (torch.randn(cond.shape, generator=generator) * self.model.config.noise_temperature).to(self.device)
         sampler = DDIMSampler(steps)
         times = sampler.timesteps()

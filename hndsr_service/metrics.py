@@ -36,6 +36,7 @@ INPUT_PIXELS = Histogram("hndsr_input_pixels", "Input image size in pixels", buc
 TILES = Counter("hndsr_tiles_total", "Tiles processed by the model")
 CANCELLED = Counter("hndsr_inference_cancelled_total", "Inferences stopped before the end", ["reason"])
 
+
 def endpoint_label(path: str) -> str:
     return path if path in KNOWN_ENDPOINTS else "other"
 

@@ -59,11 +59,13 @@ def _read_pillow(data: bytes, max_pixels: int | None) -> np.ndarray:
             if img.mode in ("I;16", "I;16B", "I", "F"):
                 return to_rgb8(np.asarray(img))
             return np.asarray(img.convert("RGB"))
+    except (ImageTooLarge, ImageDecodeError):
+        raise
     except Image.DecompressionBombError as exc:  # Pillow's own header check, for the very largest claims
         raise ImageTooLarge(str(exc)) from None
     except UnidentifiedImageError:
         raise ImageDecodeError("not a supported image (PNG, JPEG, TIFF, WebP)") from None
-    except (OSError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError) as exc:  # Pillow reports damaged files with all three
         raise ImageDecodeError(f"image data is corrupt or truncated: {exc}") from None
 
 

@@ -49,6 +49,12 @@ def test_truncated_file_is_422() -> None:
     assert status_of(decode_image, data[: len(data) // 2], 10**6) == (422, "invalid_image")
 
 
+def test_malformed_png_header_is_422() -> None:
+    data = bytearray(encode(rgb_image(64, 64)))
+    data[8:12] = struct.pack(">I", 2)  # IHDR chunk claims 2 bytes: Pillow raises ValueError, not OSError
+    assert status_of(decode_image, bytes(data), 10**6) == (422, "invalid_image")
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width x height`` with almost no data: a decompression bomb's shape."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.weights import WeightsError
-from hndsr_service import imaging, metrics, middleware, uploads
+from hndsr_service import imaging, metrics, middleware, ratelimit, uploads
 from hndsr_service.errors import ServiceError, error_response
 from hndsr_service.inference import InferenceRunner
 from hndsr_service.model_store import WEIGHTS_FILE
@@ -35,6 +35,7 @@ from hndsr_service.settings import get_settings
 logger = logging.getLogger("bentoml.hndsr")
 settings = get_settings()
 state = ServiceState(settings=settings, in_flight=middleware.InFlight())
+shared_limits = ratelimit.connect(settings.redis_url)  # None: in-process limits
 uploads.install()
 
 PngFile = Annotated[Path, ContentType("image/png")]
@@ -182,8 +183,8 @@ def _request_id(ctx: bentoml.Context) -> str:
 for guard, options in (
     (middleware.RequestMetricsMiddleware, {}),
     (middleware.ApiKeyMiddleware, {"settings": settings}),
-    (middleware.QueueDepthMiddleware, {"settings": settings, "in_flight": state.in_flight}),
-    (middleware.RateLimitMiddleware, {"settings": settings}),
+    (middleware.QueueDepthMiddleware, {"settings": settings, "in_flight": state.in_flight, "shared": shared_limits}),
+    (middleware.RateLimitMiddleware, {"settings": settings, "shared": shared_limits}),
     (middleware.PayloadSizeMiddleware, {"settings": settings}),
     (middleware.ErrorEnvelopeMiddleware, {}),
 ):

@@ -34,6 +34,9 @@ RATE_LIMITED = Counter("hndsr_rate_limited_total", "Requests rejected by the per
 BACKPRESSURE_REJECTED = Counter("hndsr_backpressure_rejected_total", "Requests shed at the queue-depth limit")
 INPUT_PIXELS = Histogram("hndsr_input_pixels", "Input image size in pixels", buckets=PIXEL_BUCKETS)
 TILES = Counter("hndsr_tiles_total", "Tiles processed by the model")
+SHARED_LIMITS_DEGRADED = Gauge("hndsr_shared_limits_degraded", "1 while Redis is unreachable and the rate limit "
+                               "and queue depth fall back to per-replica limits", multiprocess_mode="livemax")
+REDIS_ERRORS = Counter("hndsr_redis_errors_total", "Failed calls to the Redis that shares the limits")
 CANCELLED = Counter("hndsr_inference_cancelled_total", "Inferences stopped before the end", ["reason"])
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from . import metrics
 from .errors import ERROR_HEADER, ServiceError, send_error
+from .ratelimit import Admission, SharedLimits
 from .settings import Settings
 
 Scope = MutableMapping[str, Any]
@@ -102,12 +103,16 @@ class InFlight:
 
 
 class QueueDepthMiddleware:
-    """Sheds inference requests with 503 once ``max_queue_depth`` are in flight, or while draining."""
+    """Sheds inference requests with 503 once ``max_queue_depth`` are in flight, or while draining.
 
-    def __init__(self, app: ASGIApp, settings: Settings, in_flight: InFlight) -> None:
+    With ``shared`` (``REDIS_URL``) the count is the whole deployment's, kept in Redis.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings, in_flight: InFlight, shared: SharedLimits | None = None) -> None:
         self.app = app
         self.limit = settings.max_queue_depth
         self.in_flight = in_flight
+        self.shared = shared
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not is_inference(scope):
@@ -117,9 +122,13 @@ class QueueDepthMiddleware:
             await send_error(send, ServiceError(503, "draining", "the service is shutting down; retry on "
                                                 "another instance or shortly", retry_after=5))
             return
-        if self.in_flight.count >= self.limit:
+        if self.shared:
+            admission = await self.shared.acquire(self.limit, self.in_flight.count)
+        else:
+            admission = Admission(self.in_flight.count < self.limit, self.in_flight.count, shared=False)
+        if not admission.admitted:
             metrics.BACKPRESSURE_REJECTED.inc()
-            await send_error(send, ServiceError(503, "overloaded", f"{self.in_flight.count} requests in flight "
+            await send_error(send, ServiceError(503, "overloaded", f"{admission.depth} requests in flight "
                                                 f"(limit {self.limit}); retry later", retry_after=5))
             return
         self.in_flight.count += 1
@@ -129,6 +138,8 @@ class QueueDepthMiddleware:
         finally:
             self.in_flight.count -= 1
             metrics.ACTIVE_REQUESTS.dec()
+            if self.shared:
+                await self.shared.release(admission)
 
 
 class SlidingWindowLimiter:
@@ -198,16 +209,19 @@ def _in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Netw
 
 
 class RateLimitMiddleware:
-    """429 once a client IP has made ``rate_limit_per_hour`` POSTs in the last rolling hour."""
+    """429 once a client IP has made ``rate_limit_per_hour`` POSTs in the last rolling hour (across all
+    replicas with ``shared``, i.e. ``REDIS_URL``; this process's own limiter is the fallback)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, shared: SharedLimits | None = None) -> None:
         self.app = app
         self.trusted = settings.trusted_proxies
         self.limiter = SlidingWindowLimiter(settings.rate_limit_per_hour, max_keys=settings.rate_limit_max_clients)
+        self.shared = shared
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            retry_after = self.limiter.hit(client_ip(scope, self.trusted))
+            ip = client_ip(scope, self.trusted)
+            retry_after = await self.shared.hit(ip, self.limiter, WINDOW_S) if self.shared else self.limiter.hit(ip)
             if retry_after is not None:
                 metrics.RATE_LIMITED.inc()
                 await send_error(send, ServiceError(429, "rate_limited", f"more than {self.limiter.limit} "

@@ -41,6 +41,8 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     weights_path: Path | None = None
     model_tag: str = "hndsr:latest"
+    # With a Redis URL the rate limit and queue depth are shared by every replica using it.
+    redis_url: str | None = None
     # Distinct client IPs the rate limiter tracks; beyond it the stalest are evicted.
     rate_limit_max_clients: int = 10_000
 
@@ -101,6 +103,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_keys=_parse(env, "API_KEYS", d.api_keys, _csv, lambda v: all(len(k) >= 16 for k in v),
                         "comma-separated keys of at least 16 characters"),
         weights_path=_parse(env, "WEIGHTS_PATH", d.weights_path, Path, lambda v: True, "a file path"),
+        redis_url=_parse(env, "REDIS_URL", d.redis_url, str,
+                         lambda v: v.startswith(("redis://", "rediss://", "unix://")),
+                         "a redis://, rediss:// or unix:// URL"),
         model_tag=_parse(env, "MODEL_TAG", d.model_tag, str, lambda v: v.startswith("hndsr"), "a tag like hndsr:latest"),
     )
 

@@ -1,11 +1,17 @@
-"""Register the committed weights in the BentoML model store, build the Bento, optionally export it.
+"""Register the committed weights in the BentoML model store, build the Bento, optionally export it or
+containerize it.
 
-Prints the Bento tag on its last line. Run through scripts/build, which prepares .venv first.
+Prints the Bento tag on its last line (or the image tag with --image). Run through scripts/build, which
+prepares .venv first.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import bentoml
@@ -15,16 +21,39 @@ from hndsr_service.model_store import register
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def containerize(tag: str, image: str, cuda: bool) -> None:
+    """`bentoml containerize` with Docker's classic builder; the CPU base is built from Debian first."""
+    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+    if not cuda:
+        subprocess.run([str(ROOT / "scripts" / "docker-images"), "base"], check=True, env=env)
+    start = time.monotonic()
+    # Run from the temp folder: BentoML 1.4.40 re-reads the Bento's Dockerfile template from a temp copy and
+    # refuses any path outside the working directory.
+    subprocess.run(["bentoml", "containerize", str(tag), "-t", image], check=True, env=env,
+                   cwd=tempfile.gettempdir(), stdout=subprocess.DEVNULL if os.environ.get("QUIET") else None)
+    size = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", image], check=True, env=env,
+                          capture_output=True, text=True).stdout.strip()
+    print(f"image {image}: {int(size) / 2**20:.0f} MiB, containerized in {time.monotonic() - start:.0f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--export", type=Path, metavar="PATH", help="also write the Bento archive here")
-    parser.add_argument("-f", "--bentofile", default="bentofile.yaml", help="bentofile.yaml or bentofile.cuda.yaml")
+    parser.add_argument("-f", "--bentofile", default=None, help="bentofile.yaml (default) or bentofile.cuda.yaml")
+    parser.add_argument("--image", nargs="?", const="hndsr:latest", metavar="TAG",
+                        help="also build the container image (default tag hndsr:latest; needs dockerd)")
+    parser.add_argument("--cuda", action="store_true", help="use bentofile.cuda.yaml (NVIDIA CUDA base image)")
     args = parser.parse_args()
+    bentofile = args.bentofile or ("bentofile.cuda.yaml" if args.cuda else "bentofile.yaml")
     print(f"model {register()}")
-    bento = bentoml.bentos.build_bentofile(str(ROOT / args.bentofile), build_ctx=str(ROOT))
+    bento = bentoml.bentos.build_bentofile(str(ROOT / bentofile), build_ctx=str(ROOT))
     if args.export:
         print(f"exported {bento.export(str(args.export.resolve()))}")
-    print(bento.tag)
+    if args.image:
+        containerize(bento.tag, args.image, cuda=bentofile == "bentofile.cuda.yaml")
+        print(args.image)
+    else:
+        print(bento.tag)
 
 
 if __name__ == "__main__":

@@ -60,8 +60,11 @@ def need(program: str) -> str:
     return path
 
 
-def haproxy_config(host: str, port: int, backends: list[int], work: Path, pem: Path | None, timeout_s: float) -> str:
+def haproxy_config(host: str, port: int, backends: list[int], work: Path, pem: Path | None, timeout_s: float,
+                   keep_forwarded_for: bool = False) -> str:
+    """HAProxy's configuration; X-Forwarded-For from clients is dropped unless a proxy in front is trusted."""
     (work / "503.http").write_text(UNAVAILABLE)
+    forwarded = "" if keep_forwarded_for else "  http-request del-header X-Forwarded-For\n"
     bind = f"{host}:{port}" + (f" ssl crt {pem}" if pem else "")
     servers = "\n".join(f"  server replica{i} 127.0.0.1:{p} check" for i, p in enumerate(backends, 1))
     return f"""global
@@ -86,7 +89,7 @@ defaults
 
 frontend api
   bind {bind}
-  http-request set-header X-Forwarded-Proto {'https' if pem else 'http'}
+{forwarded}  http-request set-header X-Forwarded-Proto {'https' if pem else 'http'}
   default_backend replicas
 
 backend replicas
@@ -127,7 +130,8 @@ class Replicas:
         pem = self._pem()
         timeout_s = 30 + float(os.environ.get("REQUEST_TIMEOUT_S", 30)) + float(os.environ.get("INFERENCE_TIMEOUT_S", 300))
         config = self.work / "haproxy.cfg"
-        config.write_text(haproxy_config(self.host, self.port, ports, self.work, pem, timeout_s))
+        config.write_text(haproxy_config(self.host, self.port, ports, self.work, pem, timeout_s,
+                                         keep_forwarded_for=bool(os.environ.get("TRUSTED_PROXIES"))))
         subprocess.run([need("haproxy"), "-c", "-q", "-f", str(config)], check=True)
         self.haproxy = subprocess.Popen([need("haproxy"), "-db", "-f", str(config)], start_new_session=True,
                                         stdout=(self.work / "haproxy.log").open("ab"), stderr=subprocess.STDOUT)

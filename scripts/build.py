@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ def containerize(tag: str, image: str, cuda: bool) -> None:
     start = time.monotonic()
     # Run from the temp folder: BentoML 1.4.40 re-reads the Bento's Dockerfile template from a temp copy and
     # refuses any path outside the working directory.
-    subprocess.run(["bentoml", "containerize", str(tag), "-t", image], check=True, env=env,
+    subprocess.run([str(Path(sys.executable).with_name("bentoml")), "containerize", str(tag), "-t", image], check=True, env=env,
                    cwd=tempfile.gettempdir(), stdout=subprocess.DEVNULL if os.environ.get("QUIET") else None)
     size = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", image], check=True, env=env,
                           capture_output=True, text=True).stdout.strip()

@@ -32,7 +32,7 @@ logger = logging.getLogger("bentoml.hndsr")
 
 TTL_S = 15.0
 RETRY_S = 5.0
-TIMEOUT_S = 0.5
+TIMEOUT_S = 2.0  # generous: a busy host delays the event loop, and a false "Redis is away" costs exactness
 
 RATE_SCRIPT = """
 local t = redis.call('TIME')

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +70,7 @@ def haproxy_config(host: str, port: int, backends: list[int], work: Path, pem: P
   maxconn 1000
   tune.bufsize {RETRY_BUFFER_BYTES}
   ssl-default-bind-options ssl-min-ver TLSv1.2
+  stats socket {work / 'haproxy.sock'} mode 600 level user
 
 defaults
   mode http
@@ -107,7 +107,7 @@ class Replicas:
         self.keep = log_dir is not None
         self.work = log_dir or Path(tempfile.mkdtemp(prefix="hndsr-replicas-"))
         self.work.mkdir(parents=True, exist_ok=True)
-        self.exited: set[int] = set()
+        self.reported: set[str] = set()
         self.redis: subprocess.Popen | None = None
         self.haproxy: subprocess.Popen | None = None
         self.replicas: list[subprocess.Popen] = []
@@ -118,9 +118,16 @@ class Replicas:
         drain = os.environ.get("DRAIN_TIMEOUT_S", "30")
         trusted = ",".join(filter(None, [os.environ.get("TRUSTED_PROXIES", ""), "127.0.0.1/32"]))
         ports = [free_port() for _ in range(self.count)]
+        store = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml")).expanduser() / "models"
         for i, port in enumerate(ports, 1):
+            # A home of its own per replica: `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir at
+            # start and every process there is summed into /metrics; the model store is shared (a link).
+            home = self.work / f"home{i}"
+            home.mkdir(exist_ok=True)
+            if not (home / "models").exists():
+                (home / "models").symlink_to(store, target_is_directory=True)
             env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "REDIS_URL": redis_url,
-                   "TRUSTED_PROXIES": trusted}
+                   "TRUSTED_PROXIES": trusted, "BENTOML_HOME": str(home)}
             out = (self.work / f"replica{i}.log").open("ab")
             self.replicas.append(subprocess.Popen(
                 ["bentoml", "serve", "service:HNDSR", "--host", "127.0.0.1", "--port", str(port),
@@ -166,17 +173,20 @@ class Replicas:
         pem.write_text(Path(cert).read_text().rstrip() + "\n" + Path(key).read_text())
         return pem
 
-    def ready(self) -> bool:
-        """True once every replica answers /ready."""
-        ports = [int(p.args[p.args.index("--port") + 1]) for p in self.replicas]
-        for port in ports:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as answer:
-                    if answer.status != 200:
-                        return False
-            except OSError:
-                return False
-        return True
+    def servers_up(self) -> int:
+        """How many replicas HAProxy's health checks have marked UP (from its stats socket)."""
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(2)
+                sock.connect(str(self.work / "haproxy.sock"))
+                sock.sendall(b"show stat\n")
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+        except OSError:
+            return 0
+        rows = [line.split(",") for line in data.decode().splitlines() if line.startswith("replicas,replica")]
+        return sum(1 for row in rows if row[17] == "UP")
 
     def watch(self) -> int:
         announced = False
@@ -186,10 +196,13 @@ class Replicas:
                 self.stop()
                 return 1
             for i, replica in enumerate(self.replicas, 1):
-                if i not in self.exited and replica.poll() is not None:
-                    self.exited.add(i)
+                if f"replica{i}" not in self.reported and replica.poll() is not None:
+                    self.reported.add(f"replica{i}")
                     log(f"replica{i} exited with {replica.returncode}; HAProxy routes around it")
-            if not announced and self.ready():
+            if self.redis and self.redis.poll() is not None and "redis" not in self.reported:
+                self.reported.add("redis")
+                log(f"redis-server exited with {self.redis.returncode}; the replicas fall back to per-replica limits")
+            if not announced and self.servers_up() == self.count:
                 announced = True
                 log(f"all {self.count} replicas ready")
             time.sleep(0.5)

@@ -9,10 +9,12 @@ binds where a test means it to.
 from __future__ import annotations
 
 import base64
+import csv
 import os
 import re
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import threading
@@ -51,6 +53,16 @@ class Cluster:
         trust = ssl.create_default_context(cafile=str(self.cert))
         return httpx.Client(base_url=self.url, verify=trust, timeout=120,
                             transport=httpx.HTTPTransport(verify=trust, local_address=source))
+
+    def retries(self) -> int:
+        """Requests HAProxy retried or redispatched to another replica so far (its stats socket)."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(self.logs / "haproxy.sock"))
+            sock.sendall(b"show stat\n")
+            data = b"".join(iter(lambda: sock.recv(65536), b""))
+        lines = data.decode().lstrip("# ").splitlines()
+        rows = list(csv.DictReader(lines))
+        return sum(int(r["wretr"] or 0) + int(r["wredis"] or 0) for r in rows if r["svname"] == "BACKEND")
 
     def metric(self, index: int, name: str) -> float:
         text = httpx.get(f"http://127.0.0.1:{self.replicas[index][1]}/metrics", timeout=10).text
@@ -170,6 +182,7 @@ def test_rate_limit_holds_across_replicas(cluster: Cluster) -> None:
 
 def test_sigkill_of_a_replica_worker_under_load_loses_nothing(cluster: Cluster, report) -> None:
     pid = cluster.replicas[2][0]
+    retried = cluster.retries()
     with Load(cluster) as load:
         time.sleep(4)
         workers = psutil.Process(pid).children(recursive=True)
@@ -178,12 +191,14 @@ def test_sigkill_of_a_replica_worker_under_load_loses_nothing(cluster: Cluster, 
             worker.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         time.sleep(15)
-    report(f"replicas: worker of replica 2 SIGKILLed under load: {load.figures()}")
+    report(f"replicas: worker of replica 2 SIGKILLed under load: {load.figures()}, "
+           f"{cluster.retries() - retried} retried on another replica by HAProxy")
     load.check(after=killed)
 
 
 def test_sigterm_of_a_replica_under_load_drains_it(cluster: Cluster, report) -> None:
     replica = psutil.Process(cluster.replicas[3][0])
+    retried = cluster.retries()
     with Load(cluster) as load:
         time.sleep(4)
         replica.send_signal(signal.SIGTERM)
@@ -195,7 +210,8 @@ def test_sigterm_of_a_replica_under_load_drains_it(cluster: Cluster, report) -> 
         assert "replica3 exited with 0" in cluster.log.read_text(), cluster.log.read_text()[-2000:]
         report(f"replicas: replica 3 drained and exited 0 in {time.monotonic() - drained:.1f} s")
         time.sleep(4)
-    report(f"replicas: replica 3 SIGTERMed under load: {load.figures()}")
+    report(f"replicas: replica 3 SIGTERMed under load: {load.figures()}, "
+           f"{cluster.retries() - retried} retried on another replica by HAProxy")
     load.check(after=drained)
 
 

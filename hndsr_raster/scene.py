@@ -234,7 +234,7 @@ class SceneUpscaler:
     def provenance(self) -> dict[str, str]:
         model = self.pipeline.model
         return {"HNDSR_MODEL": "hndsr", "HNDSR_MODEL_VERSION": model.version, "HNDSR_SCALE": str(self.options.scale),
-                "HNDSR_DDIM_STEPS": str(self.options.ddim_steps), "HNDSR_SEED": str(self.seed),
+                "HNDSR_DDIM_STEPS": str(self.options.ddim_steps), "HNDSR_SEED": "none" if self.seed is None else str(self.seed),
                 "HNDSR_SOURCE_BANDS": ",".join(map(str, self.plan.source))}
 
 

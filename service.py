@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.weights import WeightsError
 from hndsr_raster import parse_bands
-from hndsr_service import imaging, middleware, uploads
+from hndsr_service import imaging, middleware, openapi, uploads
 from hndsr_service.errors import ServiceError, error_response
 from hndsr_service.inference import InferenceRunner
 from hndsr_service.job_store import JobStore
@@ -224,3 +224,4 @@ for guard, options in (
     (middleware.ErrorEnvelopeMiddleware, {}),
 ):
     HNDSR.add_asgi_middleware(guard, **options)
+openapi.document(HNDSR)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from hndsr_model.cli import main
+from hndsr_client.cli import main
 from tests.conftest import DATA, requires_data, rgb_image
 
 

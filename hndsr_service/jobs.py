@@ -77,16 +77,19 @@ class JobWorker:
     async def run_forever(self) -> None:
         next_housekeeping = 0.0
         while True:
-            if time.monotonic() >= next_housekeeping:
-                await anyio.to_thread.run_sync(self.housekeeping)
-                next_housekeeping = time.monotonic() + HOUSEKEEPING_S
-            job = self.store.claim_next() if self.state.ready and not self.stopping else None
-            if job is None:
-                self.wakeup.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
-                continue
-            await self.run_job(job)
+            try:
+                if time.monotonic() >= next_housekeeping:
+                    await anyio.to_thread.run_sync(self.housekeeping)
+                    next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+                job = self.store.claim_next() if self.state.ready and not self.stopping else None
+                if job is not None:
+                    await self.run_job(job)
+                    continue
+            except Exception:  # a locked or full disk must not end the worker: log, wait, try again
+                logger.exception("scene-job worker error")
+            self.wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
 
     def housekeeping(self) -> None:
         for job_id in self.store.requeue_stale(HEARTBEAT_STALE_S):

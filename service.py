@@ -1,12 +1,13 @@
 """HNDSR BentoML service: APIs, start-up and shutdown. Wiring only; the work lives in hndsr_service/.
 
 Request flow: middleware (queue depth, rate limit, payload size) -> schemas (typed parameters)
--> imaging.decode_image (pixel guard) -> inference.InferenceRunner (slots, deadline, cancellation)
--> imaging.encode_png -> metrics.
+-> products (decode and guards: imaging for images, hndsr_raster for TIFF/GeoTIFF)
+-> inference.InferenceRunner (slots, deadline, cancellation) -> encode -> metrics.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import signal
@@ -24,31 +25,48 @@ from starlette.responses import JSONResponse, Response
 
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.weights import WeightsError
-from hndsr_service import imaging, metrics, middleware, ratelimit, uploads
+from hndsr_raster import parse_bands
+from hndsr_service import imaging, middleware, openapi, ratelimit, uploads
 from hndsr_service.errors import ServiceError, error_response
 from hndsr_service.inference import InferenceRunner
+from hndsr_service.job_store import JobStore
+from hndsr_service.jobs import JobWorker
+from hndsr_service.jobs_api import job_routes
 from hndsr_service.model_store import WEIGHTS_FILE
 from hndsr_service.probes import ServiceState, build_probe_app
-from hndsr_service.schemas import Base64Image, DdimSteps, InferMetadata, InferResponse, ScaleFactor, Seed
+from hndsr_service.products import Product, ProductRequest, make_product
+from hndsr_service.schemas import (
+    Bands,
+    Base64Image,
+    DdimSteps,
+    InferMetadata,
+    InferResponse,
+    OutputFormat,
+    ScaleFactor,
+    Seed,
+)
 from hndsr_service.settings import get_settings
 
 logger = logging.getLogger("bentoml.hndsr")
 settings = get_settings()
 state = ServiceState(settings=settings, in_flight=middleware.InFlight())
+runner = InferenceRunner(state)
+jobs = JobWorker(state, runner, JobStore(settings.jobs_dir))
 shared_limits = ratelimit.connect(settings.redis_url)  # None: in-process limits
 uploads.install()
 
-PngFile = Annotated[Path, ContentType("image/png")]
+ImageFile = Annotated[Path, ContentType("image/*")]
 
 
-@bentoml.asgi_app(build_probe_app(state), path="/")
+@bentoml.asgi_app(build_probe_app(state, job_routes(jobs), [jobs.gauges]), path="/")
 @bentoml.service(
     name="hndsr",
     resources={"gpu": 1},
     traffic={
         "concurrency": settings.max_concurrent,
-        # BentoML's own timeout must not pre-empt the service's designed 504s.
-        "timeout": settings.request_timeout_s + settings.inference_timeout_s + 30,
+        # BentoML's own timeout must not pre-empt the service's designed 504s (the model stops at the next
+        # tile after the deadline, then the answer is encoded).
+        "timeout": settings.request_timeout_s + 30,
     },
     http={
         "host": settings.host,
@@ -64,9 +82,10 @@ class HNDSR:
     bento_model = bentoml.models.BentoModel(settings.model_tag)
 
     _previous_sigterm: Any = None
+    _jobs_task: asyncio.Future | None = None
 
     def __init__(self) -> None:
-        self.runner = InferenceRunner(state)
+        self.runner = runner
         # In a server worker this runs on the main thread; embedded (tests, notebooks) it may not.
         if threading.current_thread() is threading.main_thread():
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -81,6 +100,11 @@ class HNDSR:
             state.failure = f"model not loaded: {exc}"
             logger.error("%s", state.failure)
 
+    @bentoml.on_startup
+    async def start_jobs(self) -> None:
+        """The scene-job worker lives on the server's event loop, beside the APIs it shares slots with."""
+        self._jobs_task = asyncio.ensure_future(jobs.run_forever())
+
     def _weights_path(self) -> Path:
         if settings.weights_path is not None:
             return settings.weights_path
@@ -91,6 +115,7 @@ class HNDSR:
         once in-flight requests are done (at most DRAIN_TIMEOUT_S)."""
         logger.info("SIGTERM: draining %d in-flight requests", state.in_flight.count)
         previous = self._previous_sigterm
+        jobs.interrupt()
         state.drain(settings.drain_timeout_s, lambda: previous(signum, frame) if callable(previous) else None)
 
     def __is_alive__(self) -> bool:
@@ -106,20 +131,24 @@ class HNDSR:
         scale_factor: ScaleFactor = 4,
         ddim_steps: DdimSteps = 0,
         seed: Seed = None,
+        output_format: OutputFormat = None,
+        bands: Bands = None,
         return_metadata: bool = True,
         ctx: bentoml.Context = None,  # type: ignore[assignment]
     ) -> InferResponse:
-        """Upscale a base64 image; returns a base64 PNG with its size and metadata."""
+        """Upscale a base64 image; returns the base64 file (PNG, or GeoTIFF for a TIFF input) and metadata."""
         request_id = _request_id(ctx)
         try:
             data = await anyio.to_thread.run_sync(imaging.decode_base64, image)
-            output, meta = await self._upscale(data, scale_factor, ddim_steps, seed, ctx, request_id)
-            encoded = await anyio.to_thread.run_sync(lambda: base64.b64encode(imaging.encode_png(output)).decode())
+            product, meta = await self._produce(
+                ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format, None),
+                ctx, request_id)
+            encoded = await anyio.to_thread.run_sync(lambda: base64.b64encode(product.content).decode())
         except ServiceError as exc:
             return _failure(ctx, exc, request_id)
-        height, width = output.shape[:2]
-        body = InferResponse(image=encoded, width=width, height=height, scale_factor=scale_factor,
-                             metadata=meta if return_metadata else None)
+        width, height = product.output_size
+        body = InferResponse(image=encoded, media_type=product.media_type, width=width, height=height,
+                             scale_factor=scale_factor, metadata=meta if return_metadata else None)
         return JSONResponse(body.model_dump(mode="json"), headers={"x-request-id": request_id})  # type: ignore[return-value]
 
     @bentoml.api(route="/upscale")
@@ -129,44 +158,52 @@ class HNDSR:
         scale_factor: ScaleFactor = 4,
         ddim_steps: DdimSteps = 0,
         seed: Seed = None,
+        output_format: OutputFormat = None,
+        bands: Bands = None,
         ctx: bentoml.Context = None,  # type: ignore[assignment]
-    ) -> PngFile:
-        """Upscale an uploaded image file (multipart field ``image``); returns the PNG itself."""
+    ) -> ImageFile:
+        """Upscale an uploaded image file (multipart field ``image``); returns the file itself: a GeoTIFF for
+        a TIFF/GeoTIFF input, PNG otherwise, or the format of ``output_format`` / the ``Accept`` header."""
         request_id = _request_id(ctx)
         try:
             if not ctx.request.headers.get("content-type", "").startswith("multipart/form-data"):
                 raise ServiceError(415, "unsupported_media_type", "send the image as multipart/form-data")
             data = await anyio.to_thread.run_sync(image.read_bytes)
-            output, meta = await self._upscale(data, scale_factor, ddim_steps, seed, ctx, request_id)
-            png = await anyio.to_thread.run_sync(imaging.encode_png, output)
+            product, meta = await self._produce(
+                ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format,
+                               ctx.request.headers.get("accept")), ctx, request_id)
         except ServiceError as exc:
             return _failure(ctx, exc, request_id)  # type: ignore[return-value]
         headers = {"x-request-id": request_id, "x-hndsr-latency-ms": str(meta.latency_ms),
                    "x-hndsr-seed": str(meta.seed)}
-        return Response(png, media_type="image/png", headers=headers)  # type: ignore[return-value]
+        return Response(product.content, media_type=product.media_type, headers=headers)  # type: ignore[return-value]
 
-    async def _upscale(self, data: bytes, scale: int, ddim_steps: int, seed: int | None, ctx: bentoml.Context,
-                       request_id: str) -> tuple[np.ndarray, InferMetadata]:
+    async def _produce(self, request: ProductRequest, ctx: bentoml.Context, request_id: str
+                       ) -> tuple[Product, InferMetadata]:
         pipeline = state.pipeline
         if pipeline is None or not state.alive:
             raise ServiceError(503, "model_unavailable", state.not_ready_reason(), retry_after=30)
-        image = await anyio.to_thread.run_sync(imaging.decode_image, data, settings.max_image_pixels)
-        height, width = image.shape[:2]
-        metrics.INPUT_PIXELS.observe(width * height)
-        imaging.check_output(width, height, scale, settings.max_output_pixels)
         try:
-            result, seconds = await self.runner.run(pipeline, image, scale, ddim_steps, seed,
-                                                    ctx.request.is_disconnected)
+            product, seconds = await make_product(pipeline, self.runner, settings, request,
+                                                  ctx.request.is_disconnected)
         except ServiceError:
             raise
         except Exception as exc:
             logger.exception("request %s failed", request_id)
             raise ServiceError(500, "internal_error", f"inference failed (request id {request_id})") from exc
         meta = InferMetadata(
-            input_size=(width, height), output_size=(width * scale, height * scale), scale_factor=scale,
-            ddim_steps=ddim_steps, seed=result.seed, latency_ms=round(seconds * 1000, 1), device=state.device,
-            model="hndsr", model_version=pipeline.version, tiles=result.tiles, request_id=request_id)
-        return result.image, meta
+            input_size=product.input_size, output_size=product.output_size, scale_factor=request.scale,
+            ddim_steps=request.ddim_steps, seed=product.seed, latency_ms=round(seconds * 1000, 1),
+            device=state.device, model="hndsr", model_version=pipeline.version, tiles=product.tiles,
+            request_id=request_id)
+        return product, meta
+
+
+def _bands(text: str | None) -> tuple[int, ...] | None:
+    try:
+        return parse_bands(text)
+    except ValueError as exc:
+        raise ServiceError(422, "invalid_request", str(exc)) from None
 
 
 def _failure(ctx: bentoml.Context, error: ServiceError, request_id: str) -> JSONResponse:
@@ -189,3 +226,4 @@ for guard, options in (
     (middleware.ErrorEnvelopeMiddleware, {}),
 ):
     HNDSR.add_asgi_middleware(guard, **options)
+openapi.document(HNDSR)

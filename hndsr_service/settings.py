@@ -32,7 +32,6 @@ class Settings:
     max_output_pixels: int = 67_108_864
     max_concurrent: int = 4
     request_timeout_s: float = 30.0
-    inference_timeout_s: float = 300.0
     drain_timeout_s: float = 30.0
     tile_size: int = 256
     tile_overlap: int = 16
@@ -41,6 +40,12 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     weights_path: Path | None = None
     model_tag: str = "hndsr:latest"
+    max_bands: int = 64
+    jobs_dir: Path = Path("jobs")
+    max_job_pixels: int = 400_000_000
+    max_job_upload_mb: float = 2048.0
+    max_queued_jobs: int = 8
+    job_retention_h: float = 24.0
     # With a Redis URL the rate limit and queue depth are shared by every replica using it.
     redis_url: str | None = None
     # Distinct client IPs the rate limiter tracks; beyond it the stalest are evicted.
@@ -49,6 +54,10 @@ class Settings:
     @property
     def max_payload_bytes(self) -> int:
         return int(self.max_payload_mb * 1024 * 1024)
+
+    @property
+    def max_job_upload_bytes(self) -> int:
+        return int(self.max_job_upload_mb * 1024 * 1024)
 
 
 def _parse(env: Mapping[str, str], name: str, default: T, convert: Callable[[str], T], check: Callable[[T], bool],
@@ -91,7 +100,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_output_pixels=_parse(env, "MAX_OUTPUT_PIXELS", d.max_output_pixels, *positive_int),
         max_concurrent=_parse(env, "MAX_CONCURRENT", d.max_concurrent, *positive_int),
         request_timeout_s=_parse(env, "REQUEST_TIMEOUT_S", d.request_timeout_s, *positive_float),
-        inference_timeout_s=_parse(env, "INFERENCE_TIMEOUT_S", d.inference_timeout_s, *positive_float),
         drain_timeout_s=_parse(env, "DRAIN_TIMEOUT_S", d.drain_timeout_s, *positive_float),
         tile_size=tile_size,
         tile_overlap=_parse(env, "TILE_OVERLAP", d.tile_overlap, int, lambda v: 0 <= v < tile_size // 2,
@@ -107,6 +115,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                          lambda v: v.startswith(("redis://", "rediss://", "unix://")),
                          "a redis://, rediss:// or unix:// URL"),
         model_tag=_parse(env, "MODEL_TAG", d.model_tag, str, lambda v: v.startswith("hndsr"), "a tag like hndsr:latest"),
+        max_bands=_parse(env, "MAX_BANDS", d.max_bands, *positive_int),
+        jobs_dir=_parse(env, "JOBS_DIR", d.jobs_dir, Path, lambda v: True, "a folder path"),
+        max_job_pixels=_parse(env, "MAX_JOB_PIXELS", d.max_job_pixels, *positive_int),
+        max_job_upload_mb=_parse(env, "MAX_JOB_UPLOAD_MB", d.max_job_upload_mb, *positive_float),
+        max_queued_jobs=_parse(env, "MAX_QUEUED_JOBS", d.max_queued_jobs, *positive_int),
+        job_retention_h=_parse(env, "JOB_RETENTION_H", d.job_retention_h, *positive_float),
     )
 
 

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hndsr_service.settings import load_settings
+
 ROOT = Path(__file__).resolve().parents[1]
 RETRY_BUFFER_BYTES = 1 << 18  # requests up to 256 KiB are retried on another replica (HAProxy's tune.bufsize)
 UNAVAILABLE = (
@@ -135,7 +137,7 @@ class Replicas:
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
             log(f"replica{i} pid {self.replicas[-1].pid} on 127.0.0.1:{port} (log {self.work}/replica{i}.log)")
         pem = self._pem()
-        timeout_s = 30 + float(os.environ.get("REQUEST_TIMEOUT_S", 30)) + float(os.environ.get("INFERENCE_TIMEOUT_S", 300))
+        timeout_s = load_settings().request_timeout_s + 30  # as the service's own BentoML timeout
         config = self.work / "haproxy.cfg"
         config.write_text(haproxy_config(self.host, self.port, ports, self.work, pem, timeout_s,
                                          keep_forwarded_for=bool(os.environ.get("TRUSTED_PROXIES"))))

@@ -18,6 +18,7 @@
   const POLL_MS = 1000;
   const config = { max_image_pixels: 16e6, max_output_pixels: 67108864, max_payload_bytes: 20 * 1024 * 1024,
                    api_key_required: false };
+  let jobsDocumented = false; // the OpenAPI spec lists /jobs: large rasters go there without trying /upscale
 
   const input = { file: null, width: 0, height: 0, url: null, tiff: null };
   let result = null; // {url, downloadUrl, contentType, width, height}
@@ -110,6 +111,10 @@
       if (response.ok) Object.assign(config, await response.json());
     } catch { /* keep the defaults: the page still works, the service will say what it refuses */ }
     askForKey(config.api_key_required);
+    try {
+      const spec = await (await fetch("/docs.json")).json();
+      jobsDocumented = Boolean(spec.paths && spec.paths["/jobs"]);
+    } catch { /* no spec: /jobs is still tried when /upscale says the image is too large */ }
   }
 
   function askForKey(needed) {
@@ -369,12 +374,13 @@
     const started = performance.now();
     try {
       let response;
-      if (input.width && beyondSyncLimits()) {
+      if (jobsDocumented && input.width && beyondSyncLimits()) {
         response = await viaJob(started);
-        if (response === null) response = await viaUpscale(started); // no /jobs here: the service's own answer
+        if (response === null) response = await viaUpscale(started);
       } else {
         response = await viaUpscale(started);
         if (!response.ok) {
+          // Too large for the synchronous API: a job, where the service has them; else the service's answer.
           const err = await apiError(response);
           if (err.status !== 413 || !JOB_WORTHY.has(err.code)) throw err;
           response = await viaJob(started);
@@ -476,13 +482,17 @@
     const name = `${stem}_x${el.scale.value}.${ext}`;
     el.download.href = downloadUrl;
     el.download.download = name;
-    el.download.textContent = `Download ${name} (${fmtBytes(blob.size)})`;
+    const label = document.createElement("span");
+    label.className = "download-name";
+    label.textContent = name;
+    el.download.replaceChildren(document.createTextNode("Download "), label);
+    el.download.title = `${name}, ${fmtBytes(blob.size)}`;
     el.download.setAttribute("aria-disabled", "false");
     el.download.removeAttribute("tabindex");
 
     const rows = [
       ["Output", `${fmtInt(width)} × ${fmtInt(height)} px`],
-      ["Format", `${contentType || "unknown"}${note ? ` · ${note}` : ""}`],
+      ["Format", `${contentType || "unknown"} · ${fmtBytes(blob.size)}${note ? ` · ${note}` : ""}`],
       ["Time", response.headers.get("x-hndsr-latency-ms")
         ? `${(Number(response.headers.get("x-hndsr-latency-ms")) / 1000).toFixed(2)} s model · ${seconds.toFixed(1)} s total`
         : `${seconds.toFixed(1)} s`],
@@ -496,10 +506,14 @@
       const dd = document.createElement("dd");
       dt.textContent = k;
       dd.textContent = v;
+      if (k === "Request") dd.className = "mono";
       return [dt, dd];
     }));
     el.resultInfo.hidden = false;
     setStatus(`Done: ×${el.scale.value} in ${seconds.toFixed(1)} s. Drag the handle to compare.`);
+    // One column (phones): bring the comparison into view if it is below the fold.
+    const top = el.viewer.getBoundingClientRect().top;
+    if (top > window.innerHeight * 0.8) el.viewer.scrollIntoView({ block: "nearest" });
   }
 
   el.download.addEventListener("click", (event) => {
@@ -546,8 +560,8 @@
       img.style.height = h;
       img.style.transform = t;
     }
-    // Beyond 1:1 the result is shown as square pixels; the "before" keeps the browser's interpolation.
-    el.after.classList.toggle("pixelated", view.zoom > 1.001);
+    // From 2:1 the result is shown as square pixels; the "before" keeps the browser's interpolation.
+    el.after.classList.toggle("pixelated", view.zoom >= 2);
     el.zoomLevel.textContent = view.fit ? `fit ${Math.round(view.zoom * 100)} %` : `${Math.round(view.zoom * 100)} %`;
   }
 

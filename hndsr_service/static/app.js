@@ -8,7 +8,8 @@
   const el = {
     file: $("file"), fileInfo: $("file-info"), scale: $("scale"), steps: $("steps"), seed: $("seed"),
     format: $("format"), keyField: $("key-field"), apiKey: $("api-key"), run: $("run"), cancel: $("cancel"),
-    status: $("status"), progress: $("progress"), progressBar: $("progress-bar"), error: $("error"),
+    status: $("status"), elapsed: $("elapsed"), progress: $("progress"), progressBar: $("progress-bar"),
+    error: $("error"),
     resultInfo: $("result-info"), download: $("download"), viewer: $("viewer"), before: $("before"),
     after: $("after"), split: $("split"), zoomLevel: $("zoom-level"), serviceState: $("service-state"),
   };
@@ -46,6 +47,8 @@
       el.progress.hidden = false;
       el.progress.classList.toggle("indeterminate", progress === null);
       el.progressBar.style.width = progress === null ? "" : `${Math.round(progress * 100)}%`;
+      if (progress === null) el.progress.removeAttribute("aria-valuenow");
+      else el.progress.setAttribute("aria-valuenow", String(Math.round(progress * 100)));
     }
   }
 
@@ -189,7 +192,8 @@
       uint8 = true;
     } else {
       const samples = bands >= 3 ? [0, 1, 2] : [0];
-      rasters = await (shrink > 1 ? tiff.readRasters({ ...options, samples }) : image.readRasters({ ...options, samples }));
+      const source = shrink > 1 ? tiff : image; // the file picks its best overview for a reduced read
+      rasters = await source.readRasters({ ...options, samples });
       uint8 = bits === 8 && sampleFormat === 1;
     }
     const channels = rasters.length >= 3 ? [rasters[0], rasters[1], rasters[2]] : [rasters[0], rasters[0], rasters[0]];
@@ -341,7 +345,9 @@
 
   function validate() {
     const steps = Number(el.steps.value || 0);
-    if (!Number.isInteger(steps) || steps < 0 || steps > 50) return [el.steps, "Diffusion steps must be a whole number from 0 to 50."];
+    if (!Number.isInteger(steps) || steps < 0 || steps > 50) {
+      return [el.steps, "Diffusion steps must be a whole number from 0 to 50."];
+    }
     const seed = el.seed.value.trim();
     if (seed !== "" && !/^\d+$/.test(seed)) return [el.seed, "The seed must be a whole number (or empty for random)."];
     return null;
@@ -372,18 +378,23 @@
     el.cancel.hidden = false;
     el.run.setAttribute("aria-busy", "true");
     const started = performance.now();
+    el.run.textContent = "Working…";
+    el.elapsed.textContent = "0 s";
+    const ticker = setInterval(() => {
+      el.elapsed.textContent = `${Math.round((performance.now() - started) / 1000)} s`;
+    }, 1000);
     try {
       let response;
       if (jobsDocumented && input.width && beyondSyncLimits()) {
-        response = await viaJob(started);
-        if (response === null) response = await viaUpscale(started);
+        response = await viaJob();
+        if (response === null) response = await viaUpscale();
       } else {
-        response = await viaUpscale(started);
+        response = await viaUpscale();
         if (!response.ok) {
           // Too large for the synchronous API: a job, where the service has them; else the service's answer.
           const err = await apiError(response);
           if (err.status !== 413 || !JOB_WORTHY.has(err.code)) throw err;
-          response = await viaJob(started);
+          response = await viaJob();
           if (response === null) throw err;
         }
       }
@@ -393,6 +404,9 @@
     } catch (err) {
       reportError(err);
     } finally {
+      clearInterval(ticker);
+      el.elapsed.textContent = "";
+      el.run.textContent = "Upscale";
       busy = null;
       el.run.disabled = false;
       el.run.removeAttribute("aria-busy");
@@ -401,20 +415,15 @@
     }
   }
 
-  async function viaUpscale(started) {
-    const timer = setInterval(() => setStatus(`Upscaling ×${el.scale.value}… ${Math.round((performance.now() - started) / 1000)} s`, null), 1000);
+  function viaUpscale() {
     setStatus(`Upscaling ×${el.scale.value}…`, null);
-    try {
-      return await fetch("/upscale", { method: "POST", body: formData(), headers: apiHeaders(),
-                                        signal: busy.controller.signal });
-    } finally {
-      clearInterval(timer);
-    }
+    const signal = busy.controller.signal;
+    return fetch("/upscale", { method: "POST", body: formData(), headers: apiHeaders(), signal });
   }
 
   // A job (POST /jobs -> 202 {job_id, status_url, result_url}); polls GET status_url for tiles done / total.
   // Returns the result's response, or null when this service has no jobs API.
-  async function viaJob(started) {
+  async function viaJob() {
     setStatus("The image is beyond the synchronous limit: submitting it as a job…", null);
     const signal = busy.controller.signal;
     const submitted = await fetch("/jobs", { method: "POST", body: formData(), headers: apiHeaders(), signal });
@@ -431,18 +440,18 @@
       if (!polled.ok) throw await apiError(polled);
       const state = await polled.json();
       const p = state.progress || {};
-      const seconds = Math.round((performance.now() - started) / 1000);
       if (state.status === "succeeded") break;
       if (state.status === "failed" || state.status === "cancelled") {
         const e = state.error || {};
-        throw new ApiError(polled.status, e.error || `job_${state.status}`, e.detail || `the job ended ${state.status}`);
+        throw new ApiError(polled.status, e.error || `job_${state.status}`,
+                           e.detail || `the job ended ${state.status}`);
       }
       if (state.status === "queued") {
-        setStatus(`Job ${job.job_id} queued… ${seconds} s`, null);
+        setStatus(`Job ${job.job_id} queued…`, null);
       } else {
         const fraction = Number.isFinite(p.fraction) ? p.fraction : (p.tiles_total ? p.tiles_done / p.tiles_total : 0);
         setStatus(`Job running: tiles ${fmtInt(p.tiles_done ?? 0)} / ${fmtInt(p.tiles_total ?? "?")} `
-          + `(${Math.round(fraction * 100)} %) · ${seconds} s`, fraction);
+          + `(${Math.round(fraction * 100)} %)`, fraction);
       }
     }
     busy.jobUrl = null;
@@ -490,11 +499,11 @@
     el.download.setAttribute("aria-disabled", "false");
     el.download.removeAttribute("tabindex");
 
+    const modelMs = Number(response.headers.get("x-hndsr-latency-ms"));
     const rows = [
       ["Output", `${fmtInt(width)} × ${fmtInt(height)} px`],
       ["Format", `${contentType || "unknown"} · ${fmtBytes(blob.size)}${note ? ` · ${note}` : ""}`],
-      ["Time", response.headers.get("x-hndsr-latency-ms")
-        ? `${(Number(response.headers.get("x-hndsr-latency-ms")) / 1000).toFixed(2)} s model · ${seconds.toFixed(1)} s total`
+      ["Time", modelMs ? `${(modelMs / 1000).toFixed(2)} s model · ${seconds.toFixed(1)} s total`
         : `${seconds.toFixed(1)} s`],
     ];
     if (response.headers.get("x-hndsr-seed") && response.headers.get("x-hndsr-seed") !== "None") {

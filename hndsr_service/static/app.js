@@ -101,6 +101,9 @@
       showError(`${err.status} · ${words}`, detail);
       if (err.status === 401) askForKey(true);
       setStatus("The service refused the request.");
+    } else if (err instanceof TypeError && /fetch|network/i.test(err.message)) { // fetch got no answer
+      showError("Could not reach the service", `${err.message}. Is it running, and reachable from this browser?`);
+      setStatus("Failed.");
     } else {
       showError("Something went wrong", err.message || String(err));
       setStatus("Failed.");
@@ -385,9 +388,14 @@
     }, 1000);
     try {
       let response;
-      if (jobsDocumented && input.width && beyondSyncLimits()) {
+      if (jobsDocumented && beyondSyncLimits()) {
         response = await viaJob();
         if (response === null) response = await viaUpscale();
+      } else if (input.file.size > config.max_payload_bytes) {
+        // Sent anyway, the service would refuse it before reading it, which browsers report as a network error.
+        throw new ApiError(413, "payload_too_large", `the file is ${fmtBytes(input.file.size)}; this service `
+          + `accepts at most ${fmtBytes(config.max_payload_bytes)} per request (MAX_PAYLOAD_MB), so the page did `
+          + "not send it.");
       } else {
         response = await viaUpscale();
         if (!response.ok) {
@@ -620,31 +628,56 @@
     else zoomTo(fitZoom(), null, true);
   });
 
-  // One pointer pans the picture; on the handle it moves the split.
+  // One pointer pans the picture (on the handle it moves the split); two pointers pinch to zoom.
+  const pointers = new Map();
   let drag = null;
+  let pinch = null;
+
+  function pinchState() {
+    const [a, b] = [...pointers.values()];
+    const rect = el.viewer.getBoundingClientRect();
+    return { distance: Math.hypot(a.x - b.x, a.y - b.y) || 1,
+             at: [(a.x + b.x) / 2 - rect.left, (a.y + b.y) / 2 - rect.top] };
+  }
+
   el.viewer.addEventListener("pointerdown", (event) => {
     if (event.button !== 0 || !view.outW) return;
+    el.viewer.setPointerCapture(event.pointerId);
+    pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
+    if (pointers.size === 2 && !drag?.split) {
+      drag = null;
+      pinch = pinchState();
+      return;
+    }
     const onSplit = el.split.contains(event.target);
     drag = { id: event.pointerId, split: onSplit, x: event.clientX, y: event.clientY };
-    el.viewer.setPointerCapture(event.pointerId);
     if (onSplit) el.split.focus();
     else el.viewer.classList.add("panning");
   });
   el.viewer.addEventListener("pointermove", (event) => {
-    if (!drag || drag.id !== event.pointerId) return;
-    if (drag.split) {
-      const rect = el.viewer.getBoundingClientRect();
-      setSplit(((event.clientX - rect.left) / rect.width) * 100);
-    } else {
-      pan(event.clientX - drag.x, event.clientY - drag.y);
-      drag.x = event.clientX;
-      drag.y = event.clientY;
+    if (!pointers.has(event.pointerId)) return;
+    pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
+    if (pinch && pointers.size === 2) {
+      const next = pinchState();
+      zoomTo(view.zoom * (next.distance / pinch.distance), next.at);
+      pan(next.at[0] - pinch.at[0], next.at[1] - pinch.at[1]);
+      pinch = next;
+    } else if (drag && drag.id === event.pointerId) {
+      if (drag.split) {
+        const rect = el.viewer.getBoundingClientRect();
+        setSplit(((event.clientX - rect.left) / rect.width) * 100);
+      } else {
+        pan(event.clientX - drag.x, event.clientY - drag.y);
+        drag.x = event.clientX;
+        drag.y = event.clientY;
+      }
     }
   });
   const endDrag = (event) => {
-    if (!drag || drag.id !== event.pointerId) return;
-    drag = null;
-    el.viewer.classList.remove("panning");
+    pointers.delete(event.pointerId);
+    if (pointers.size < 2) pinch = null;
+    if (drag && drag.id === event.pointerId) drag = null;
+    if (!drag) el.viewer.classList.remove("panning");
   };
   el.viewer.addEventListener("pointerup", endDrag);
   el.viewer.addEventListener("pointercancel", endDrag);

@@ -28,7 +28,7 @@ from starlette.routing import Route
 from hndsr_service.settings import Settings
 from hndsr_service.ui import ui_routes
 from tests.browser.conftest import DESKTOP, PageLog
-from tests.conftest import DATA, requires_data
+from tests.conftest import DATA, encode, requires_data, rgb_image
 from tests.integration.server import free_port
 
 pytestmark = pytest.mark.integration
@@ -52,16 +52,20 @@ class StandIn:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []
         self.finish_jobs = True
-        settings = Settings(max_image_pixels=100_000, api_keys=(KEY,))
+        self.jobs_documented = True
+        settings = Settings(max_image_pixels=100_000, max_payload_mb=0.5, api_keys=(KEY,))
         self.app = Starlette(routes=[
             *ui_routes(settings),
             Route("/ready", lambda _: JSONResponse({"status": "ready"})),
-            Route("/docs.json", lambda _: JSONResponse({"paths": {"/upscale": {}, "/jobs": {}}})),
+            Route("/docs.json", self.spec),
             Route("/upscale", self.upscale, methods=["POST"]),
             Route("/jobs", self.submit, methods=["POST"]),
             Route("/jobs/{job_id}", self.job, methods=["GET", "DELETE"]),
             Route("/jobs/{job_id}/result", self.result),
         ])
+
+    async def spec(self, _: Request) -> Response:
+        return JSONResponse({"paths": {"/upscale": {}, **({"/jobs": {}} if self.jobs_documented else {})}})
 
     def authorised(self, request: Request) -> bool:
         return request.headers.get("authorization") == f"Bearer {KEY}"
@@ -131,6 +135,7 @@ def page(browser: Any, stand_in: tuple[StandIn, str]) -> Iterator[Any]:
     service, url = stand_in
     service.calls.clear()
     service.finish_jobs = True
+    service.jobs_documented = True
     context = browser.new_context(accept_downloads=True, viewport=DESKTOP)
     page = context.new_page()
     log = PageLog()
@@ -213,3 +218,34 @@ def test_cancel_deletes_the_job(page: Any, stand_in: tuple[StandIn, str]) -> Non
     while "DELETE /jobs/<id>" not in service.calls and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "DELETE /jobs/<id>" in service.calls
+
+
+def test_drop_a_file_on_the_page(page: Any) -> None:
+    png = encode(rgb_image(30, 40))
+    transfer = page.evaluate_handle("""bytes => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([new Uint8Array(bytes)], "dropped.png", { type: "image/png" }));
+        return transfer;
+    }""", list(png))
+    page.dispatch_event("body", "dragenter", {"dataTransfer": transfer})
+    assert "dragging" in page.locator("body").get_attribute("class")
+    page.dispatch_event("body", "drop", {"dataTransfer": transfer})
+    page.locator("#run:enabled").wait_for()
+    assert "dropped.png" in page.locator("#file-info").inner_text()
+    assert "dragging" not in (page.locator("body").get_attribute("class") or "")
+    assert page.locator("#before").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [40, 30]
+    assert page.locator("#file").evaluate("input => input.files[0].name") == "dropped.png"
+
+
+@requires_data("geotiff", "spacenet_pan1_uint16.tif")
+def test_file_over_the_payload_limit_is_not_sent_without_jobs(page: Any, stand_in: tuple[StandIn, str]) -> None:
+    service, _ = stand_in
+    service.jobs_documented = False
+    page.reload()
+    page.locator("#service-state.ready").wait_for()
+    page.set_input_files("#file", str(DATA / "geotiff" / "spacenet_pan1_uint16.tif"))  # 705 KB > 0.5 MB
+    page.locator("#run:enabled").wait_for()
+    page.click("#run")
+    page.locator("#error").wait_for()
+    assert page.locator("#error").inner_text().startswith("413 · payload too large")
+    assert service.calls == []

@@ -1,8 +1,8 @@
 """HNDSR BentoML service: APIs, start-up and shutdown. Wiring only; the work lives in hndsr_service/.
 
 Request flow: middleware (queue depth, rate limit, payload size) -> schemas (typed parameters)
--> imaging.decode_image (pixel guard) -> inference.InferenceRunner (slots, deadline, cancellation)
--> imaging.encode_png -> metrics.
+-> products (decode and guards: imaging for images, hndsr_raster for TIFF/GeoTIFF)
+-> inference.InferenceRunner (slots, deadline, cancellation) -> encode -> metrics.
 """
 
 from __future__ import annotations
@@ -24,12 +24,23 @@ from starlette.responses import JSONResponse, Response
 
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.weights import WeightsError
-from hndsr_service import imaging, metrics, middleware, uploads
+from hndsr_raster import parse_bands
+from hndsr_service import imaging, middleware, uploads
 from hndsr_service.errors import ServiceError, error_response
 from hndsr_service.inference import InferenceRunner
 from hndsr_service.model_store import WEIGHTS_FILE
 from hndsr_service.probes import ServiceState, build_probe_app
-from hndsr_service.schemas import Base64Image, DdimSteps, InferMetadata, InferResponse, ScaleFactor, Seed
+from hndsr_service.products import Product, ProductRequest, make_product
+from hndsr_service.schemas import (
+    Bands,
+    Base64Image,
+    DdimSteps,
+    InferMetadata,
+    InferResponse,
+    OutputFormat,
+    ScaleFactor,
+    Seed,
+)
 from hndsr_service.settings import get_settings
 
 logger = logging.getLogger("bentoml.hndsr")
@@ -37,7 +48,7 @@ settings = get_settings()
 state = ServiceState(settings=settings, in_flight=middleware.InFlight())
 uploads.install()
 
-PngFile = Annotated[Path, ContentType("image/png")]
+ImageFile = Annotated[Path, ContentType("image/*")]
 
 
 @bentoml.asgi_app(build_probe_app(state), path="/")
@@ -105,20 +116,24 @@ class HNDSR:
         scale_factor: ScaleFactor = 4,
         ddim_steps: DdimSteps = 0,
         seed: Seed = None,
+        output_format: OutputFormat = None,
+        bands: Bands = None,
         return_metadata: bool = True,
         ctx: bentoml.Context = None,  # type: ignore[assignment]
     ) -> InferResponse:
-        """Upscale a base64 image; returns a base64 PNG with its size and metadata."""
+        """Upscale a base64 image; returns the base64 file (PNG, or GeoTIFF for a TIFF input) and metadata."""
         request_id = _request_id(ctx)
         try:
             data = await anyio.to_thread.run_sync(imaging.decode_base64, image)
-            output, meta = await self._upscale(data, scale_factor, ddim_steps, seed, ctx, request_id)
-            encoded = await anyio.to_thread.run_sync(lambda: base64.b64encode(imaging.encode_png(output)).decode())
+            product, meta = await self._produce(
+                ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format, None),
+                ctx, request_id)
+            encoded = await anyio.to_thread.run_sync(lambda: base64.b64encode(product.content).decode())
         except ServiceError as exc:
             return _failure(ctx, exc, request_id)
-        height, width = output.shape[:2]
-        body = InferResponse(image=encoded, width=width, height=height, scale_factor=scale_factor,
-                             metadata=meta if return_metadata else None)
+        width, height = product.output_size
+        body = InferResponse(image=encoded, media_type=product.media_type, width=width, height=height,
+                             scale_factor=scale_factor, metadata=meta if return_metadata else None)
         return JSONResponse(body.model_dump(mode="json"), headers={"x-request-id": request_id})  # type: ignore[return-value]
 
     @bentoml.api(route="/upscale")
@@ -128,44 +143,52 @@ class HNDSR:
         scale_factor: ScaleFactor = 4,
         ddim_steps: DdimSteps = 0,
         seed: Seed = None,
+        output_format: OutputFormat = None,
+        bands: Bands = None,
         ctx: bentoml.Context = None,  # type: ignore[assignment]
-    ) -> PngFile:
-        """Upscale an uploaded image file (multipart field ``image``); returns the PNG itself."""
+    ) -> ImageFile:
+        """Upscale an uploaded image file (multipart field ``image``); returns the file itself: a GeoTIFF for
+        a TIFF/GeoTIFF input, PNG otherwise, or the format of ``output_format`` / the ``Accept`` header."""
         request_id = _request_id(ctx)
         try:
             if not ctx.request.headers.get("content-type", "").startswith("multipart/form-data"):
                 raise ServiceError(415, "unsupported_media_type", "send the image as multipart/form-data")
             data = await anyio.to_thread.run_sync(image.read_bytes)
-            output, meta = await self._upscale(data, scale_factor, ddim_steps, seed, ctx, request_id)
-            png = await anyio.to_thread.run_sync(imaging.encode_png, output)
+            product, meta = await self._produce(
+                ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format,
+                               ctx.request.headers.get("accept")), ctx, request_id)
         except ServiceError as exc:
             return _failure(ctx, exc, request_id)  # type: ignore[return-value]
         headers = {"x-request-id": request_id, "x-hndsr-latency-ms": str(meta.latency_ms),
                    "x-hndsr-seed": str(meta.seed)}
-        return Response(png, media_type="image/png", headers=headers)  # type: ignore[return-value]
+        return Response(product.content, media_type=product.media_type, headers=headers)  # type: ignore[return-value]
 
-    async def _upscale(self, data: bytes, scale: int, ddim_steps: int, seed: int | None, ctx: bentoml.Context,
-                       request_id: str) -> tuple[np.ndarray, InferMetadata]:
+    async def _produce(self, request: ProductRequest, ctx: bentoml.Context, request_id: str
+                       ) -> tuple[Product, InferMetadata]:
         pipeline = state.pipeline
         if pipeline is None or not state.alive:
             raise ServiceError(503, "model_unavailable", state.not_ready_reason(), retry_after=30)
-        image = await anyio.to_thread.run_sync(imaging.decode_image, data, settings.max_image_pixels)
-        height, width = image.shape[:2]
-        metrics.INPUT_PIXELS.observe(width * height)
-        imaging.check_output(width, height, scale, settings.max_output_pixels)
         try:
-            result, seconds = await self.runner.run(pipeline, image, scale, ddim_steps, seed,
-                                                    ctx.request.is_disconnected)
+            product, seconds = await make_product(pipeline, self.runner, settings, request,
+                                                  ctx.request.is_disconnected)
         except ServiceError:
             raise
         except Exception as exc:
             logger.exception("request %s failed", request_id)
             raise ServiceError(500, "internal_error", f"inference failed (request id {request_id})") from exc
         meta = InferMetadata(
-            input_size=(width, height), output_size=(width * scale, height * scale), scale_factor=scale,
-            ddim_steps=ddim_steps, seed=result.seed, latency_ms=round(seconds * 1000, 1), device=state.device,
-            model="hndsr", model_version=pipeline.version, tiles=result.tiles, request_id=request_id)
-        return result.image, meta
+            input_size=product.input_size, output_size=product.output_size, scale_factor=request.scale,
+            ddim_steps=request.ddim_steps, seed=product.seed, latency_ms=round(seconds * 1000, 1),
+            device=state.device, model="hndsr", model_version=pipeline.version, tiles=product.tiles,
+            request_id=request_id)
+        return product, meta
+
+
+def _bands(text: str | None) -> tuple[int, ...] | None:
+    try:
+        return parse_bands(text)
+    except ValueError as exc:
+        raise ServiceError(422, "invalid_request", str(exc)) from None
 
 
 def _failure(ctx: bentoml.Context, error: ServiceError, request_id: str) -> JSONResponse:

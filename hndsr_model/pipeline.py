@@ -8,7 +8,7 @@ overlap, so memory depends on the tile size, not the image size (besides the out
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from .weights import DEFAULT_WEIGHTS, LoadedModel, load_weights
 
 CancelCheck = Callable[[], bool]
 Progress = Callable[[int, int], None]
+RowReader = Callable[[int, int], torch.Tensor]
 
 
 class InferenceCancelled(Exception):
@@ -41,6 +42,15 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("DEVICE=cuda was asked for but no CUDA device is available")
     return torch.device(device)
+
+
+def random_seed() -> int:
+    return random.SystemRandom().randrange(2**31)
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """Float intensities in [0, 1] (any range; clamped) -> uint8, rounded half to even."""
+    return image.clamp(0, 1).mul_(255).round_().to(torch.uint8)
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -90,7 +100,6 @@ class HNDSRPipeline:
         cols = tile_starts(width, self.tile_size, self.tile_overlap)
         return len(rows) * len(cols)
 
-    @torch.inference_mode()
     def upscale(
         self,
         image: np.ndarray,
@@ -100,34 +109,57 @@ class HNDSRPipeline:
         should_cancel: CancelCheck | None = None,
         progress: Progress | None = None,
     ) -> UpscaleResult:
-        """Super-resolve an ``(H, W, 3) uint8`` RGB image by the integer ``scale`` (2-8).
+        """Super-resolve an ``(H, W, 3) uint8`` RGB image by the integer ``scale`` (2-8)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError("image must be an (H, W, 3) uint8 array")
+        height, width = image.shape[:2]
+        if ddim_steps and seed is None:
+            seed = random_seed()
+        lr = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255)
+        out = np.empty((height * scale, width * scale, 3), np.uint8)
+        rows = self.upscale_rows(lambda y0, y1: lr[:, y0:y1], height, width, scale, ddim_steps, seed,
+                                 should_cancel, progress)
+        for y, band in rows:
+            out[y : y + band.shape[1]] = to_uint8(band).permute(1, 2, 0).numpy()
+        return UpscaleResult(out, self.count_tiles(height, width), seed)
 
-        Tiles are processed row by row into a float band one tile-row high; rows that no later tile
-        touches are finished to uint8 at once, so beyond the uint8 output only one band is held.
+    @torch.inference_mode()
+    def upscale_rows(
+        self,
+        read_rows: RowReader,
+        height: int,
+        width: int,
+        scale: int,
+        ddim_steps: int = 0,
+        seed: int | None = None,
+        should_cancel: CancelCheck | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Stream the super-resolution of an ``height x width`` image, one band of rows at a time.
+
+        ``read_rows(y0, y1)`` returns LR rows ``[y0, y1)`` as a ``(3, y1 - y0, width)`` float tensor
+        (intensities in about [0, 1]); it is called once per tile row, so a caller can read a scene
+        from disk by windows. Yields ``(hr_row, band)``: ``band`` is ``(3, rows, width * scale)``
+        float, unclamped, and starts at output row ``hr_row``; bands cover the output top to bottom.
+        Only one tile-row band is held, so memory does not grow with the height.
         """
         if not 2 <= scale <= 8:
             raise ValueError(f"scale must be an integer in 2..8, got {scale}")
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError("image must be an (H, W, 3) uint8 array")
-        if ddim_steps and seed is None:
-            seed = random.SystemRandom().randrange(2**31)
         cancelled = should_cancel or (lambda: False)
-        height, width = image.shape[:2]
         th, tw = min(self.tile_size, height), min(self.tile_size, width)
         rows = tile_starts(height, self.tile_size, self.tile_overlap)
         cols = tile_starts(width, self.tile_size, self.tile_overlap)
         total = len(rows) * len(cols)
-        lr = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255)
-        out = np.empty((height * scale, width * scale, 3), np.uint8)
         carry = torch.zeros(4, 0, width * scale)  # RGB sums + weight of rows the next band continues
         index = 0
         for r, y in enumerate(rows):
+            lr = read_rows(y, y + th)
             band = torch.zeros(4, th * scale, width * scale)
             band[:, : carry.shape[1]] = carry
             for x in cols:
                 if cancelled():
                     raise InferenceCancelled(f"cancelled before tile {index + 1}/{total}")
-                tile = lr[:, y : y + th, x : x + tw][None].to(self.device)
+                tile = lr[:, :, x : x + tw][None].to(self.device)
                 sr = self._run_tile(tile, scale, ddim_steps, seed, index, cancelled)[0].float().cpu()
                 w = self._blend_weight(y, x, th, tw, height, width, scale)
                 band[:, :, x * scale : (x + tw) * scale] += torch.cat([sr * w, w])
@@ -135,10 +167,8 @@ class HNDSRPipeline:
                 if progress:
                     progress(index, total)
             done = ((rows[r + 1] if r + 1 < len(rows) else y + th) - y) * scale
-            finished = band[:3, :done].div_(band[3:, :done]).clamp_(0, 1).mul_(255).round_()
-            out[y * scale : y * scale + done] = finished.to(torch.uint8).permute(1, 2, 0).numpy()
+            yield y * scale, band[:3, :done] / band[3:, :done]
             carry = band[:, done:]
-        return UpscaleResult(out, total, seed)
 
     def _blend_weight(self, y: int, x: int, th: int, tw: int, height: int, width: int, scale: int) -> torch.Tensor:
         fade = self.tile_overlap * scale

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from hndsr_model.data import ImageDecodeError, ImageTooLarge, read_image
+from hndsr_raster import array_to_tiff
 
 from .errors import ServiceError
 
@@ -52,8 +53,29 @@ def check_output(width: int, height: int, scale: int, max_output_pixels: int) ->
                            f"the limit is {max_output_pixels:,}")
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """``(H, W, 3) uint8`` -> PNG bytes (fast compression: encode time is latency)."""
+OUTPUT_FORMATS = ("png", "jpeg", "webp", "tiff")
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff"}
+# Encode time is latency: fast PNG compression, high-quality JPEG, lossless WebP.
+PILLOW_OPTIONS = {"png": {"format": "PNG", "compress_level": 1}, "jpeg": {"format": "JPEG", "quality": 95},
+                  "webp": {"format": "WEBP", "lossless": True, "method": 0}}
+
+
+def output_format(requested: str | None, accept: str | None, input_is_tiff: bool) -> str:
+    """The form field wins, then the first supported type the ``Accept`` header lists, then the input's kind."""
+    if requested:
+        return requested
+    for part in (accept or "").split(","):
+        media = part.split(";")[0].strip().lower()
+        match = next((fmt for fmt, known in MEDIA_TYPES.items() if known == media), None)
+        if match:
+            return match
+    return "tiff" if input_is_tiff else "png"
+
+
+def encode(image: np.ndarray, fmt: str) -> bytes:
+    """``(H, W, 3) uint8`` -> file bytes in ``fmt`` (a plain TIFF has no georeferencing to keep)."""
+    if fmt == "tiff":
+        return array_to_tiff(image)
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    Image.fromarray(image).save(buffer, **PILLOW_OPTIONS[fmt])
     return buffer.getvalue()

@@ -1,7 +1,7 @@
 """Bounded, cancellable inference: concurrency slots, deadlines and client disconnects.
 
-``run`` waits at most ``request_timeout_s`` for one of ``max_concurrent`` slots, runs the pipeline
-in a worker thread, and while it runs checks the deadline and whether the client is still there;
+``run`` waits at most ``request_timeout_s`` for one of ``max_concurrent`` slots, runs the work
+(the pipeline or a raster product) in a worker thread, and while it runs checks the deadline and whether the client is still there;
 either one stops the model at its next tile or diffusion step, and the slot is released only once
 the thread has really stopped.
 """
@@ -9,15 +9,16 @@ the thread has really stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, TypeVar
 
 import anyio
-import numpy as np
 import torch
 
-from hndsr_model.pipeline import HNDSRPipeline, InferenceCancelled, UpscaleResult
+from hndsr_model.pipeline import CancelCheck, InferenceCancelled
 
 from . import metrics
 from .errors import ServiceError
@@ -26,42 +27,49 @@ from .probes import ServiceState
 POLL_S = 0.2
 
 
+class HasTiles(Protocol):
+    tiles: int
+
+
+R = TypeVar("R", bound=HasTiles)
+
+
 class InferenceRunner:
     def __init__(self, state: ServiceState) -> None:
         self.state = state
         self.slots = asyncio.Semaphore(state.settings.max_concurrent)
 
-    async def run(
-        self,
-        pipeline: HNDSRPipeline,
-        image: np.ndarray,
-        scale: int,
-        ddim_steps: int,
-        seed: int | None,
-        disconnected: Callable[[], Awaitable[bool]],
-    ) -> tuple[UpscaleResult, float]:
-        """Returns the result and the inference time in seconds."""
-        settings = self.state.settings
+    @contextlib.asynccontextmanager
+    async def slot(self, timeout_s: float | None = None) -> AsyncIterator[None]:
+        """Hold one of the ``max_concurrent`` slots; waiters are served first come, first served.
+
+        Past ``timeout_s`` of waiting the request gets 504 ``queue_timeout``.
+        """
         try:
-            await asyncio.wait_for(self.slots.acquire(), timeout=settings.request_timeout_s)
+            await asyncio.wait_for(self.slots.acquire(), timeout=timeout_s)
         except asyncio.TimeoutError:
-            raise ServiceError(504, "queue_timeout", f"no inference slot free within {settings.request_timeout_s:g} s",
+            raise ServiceError(504, "queue_timeout", f"no inference slot free within {timeout_s:g} s",
                                retry_after=5) from None
         self.state.running_inferences += 1
         try:
-            return await self._supervised(pipeline, image, scale, ddim_steps, seed, disconnected)
+            yield
         finally:
             self.state.running_inferences -= 1
             self.slots.release()
 
-    async def _supervised(self, pipeline: HNDSRPipeline, image: np.ndarray, scale: int, ddim_steps: int,
-                          seed: int | None, disconnected: Callable[[], Awaitable[bool]]) -> tuple[UpscaleResult, float]:
+    async def run(self, work: Callable[[CancelCheck], R], disconnected: Callable[[], Awaitable[bool]]
+                  ) -> tuple[R, float]:
+        """Run ``work(should_cancel)`` in a slot; returns its result and the inference time in seconds."""
+        async with self.slot(self.state.settings.request_timeout_s):
+            return await self._supervised(work, disconnected)
+
+    async def _supervised(self, work: Callable[[CancelCheck], R], disconnected: Callable[[], Awaitable[bool]]
+                          ) -> tuple[R, float]:
         cancel = threading.Event()
         reason: str | None = None
         started = time.perf_counter()
         deadline = time.monotonic() + self.state.settings.inference_timeout_s
-        task = asyncio.ensure_future(anyio.to_thread.run_sync(
-            lambda: pipeline.upscale(image, scale, ddim_steps, seed, should_cancel=cancel.is_set)))
+        task = asyncio.ensure_future(anyio.to_thread.run_sync(work, cancel.is_set))
         while not task.done():
             await asyncio.wait({task}, timeout=POLL_S)
             if task.done() or cancel.is_set():

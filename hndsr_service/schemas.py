@@ -3,7 +3,7 @@ the OpenAPI page and the Python client)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from annotated_types import Ge, Le
 from pydantic import BaseModel, Field
@@ -15,6 +15,13 @@ DdimSteps = Annotated[int, Ge(0), Le(50), Field(
     description="Diffusion refinement steps; 0 = deterministic neural operator only", examples=[0])]
 Seed = Annotated[int | None, Ge(0), Le(2**32 - 1), Field(
     description="Seed for the diffusion noise (same seed, same bytes); null = random", examples=[None])]
+OutputFormat = Annotated[Literal["png", "jpeg", "webp", "tiff"] | None, Field(
+    description="Output file format; null = the Accept header's (on /upscale), else GeoTIFF for a TIFF input "
+                "and PNG otherwise", examples=[None])]
+Bands = Annotated[str | None, Field(
+    pattern=r"^[1-9][0-9]{0,4}(,[1-9][0-9]{0,4})*$",
+    description="TIFF/GeoTIFF inputs: comma-separated 1-based bands to keep, in output order (e.g. 4,3,2); "
+                "null = all bands", examples=[None])]
 Base64Image = Annotated[str, Field(
     description="PNG/JPEG/TIFF/WebP file as base64; a data:image/...;base64, prefix is allowed",
     examples=["iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAJUlEQVR42mPc3+rHAAPhDGvgbCYGHIB0CRYvHhU458fP07SwAwAVYgXdW6kxywAAAABJRU5ErkJggg=="])]
@@ -35,7 +42,8 @@ class InferMetadata(BaseModel):
 
 
 class InferResponse(BaseModel):
-    image: str = Field(description="Upscaled image, base64 PNG")
+    image: str = Field(description="Upscaled file, base64 (PNG by default; GeoTIFF for a TIFF input)")
+    media_type: str = Field(description="Media type of the file in image, e.g. image/png or image/tiff")
     width: int
     height: int
     scale_factor: int

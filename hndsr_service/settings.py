@@ -41,12 +41,22 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     weights_path: Path | None = None
     model_tag: str = "hndsr:latest"
+    max_bands: int = 64
+    jobs_dir: Path = Path("jobs")
+    max_job_pixels: int = 400_000_000
+    max_job_upload_mb: float = 2048.0
+    max_queued_jobs: int = 8
+    job_retention_h: float = 24.0
     # Distinct client IPs the rate limiter tracks; beyond it the stalest are evicted.
     rate_limit_max_clients: int = 10_000
 
     @property
     def max_payload_bytes(self) -> int:
         return int(self.max_payload_mb * 1024 * 1024)
+
+    @property
+    def max_job_upload_bytes(self) -> int:
+        return int(self.max_job_upload_mb * 1024 * 1024)
 
 
 def _parse(env: Mapping[str, str], name: str, default: T, convert: Callable[[str], T], check: Callable[[T], bool],
@@ -102,6 +112,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                         "comma-separated keys of at least 16 characters"),
         weights_path=_parse(env, "WEIGHTS_PATH", d.weights_path, Path, lambda v: True, "a file path"),
         model_tag=_parse(env, "MODEL_TAG", d.model_tag, str, lambda v: v.startswith("hndsr"), "a tag like hndsr:latest"),
+        max_bands=_parse(env, "MAX_BANDS", d.max_bands, *positive_int),
+        jobs_dir=_parse(env, "JOBS_DIR", d.jobs_dir, Path, lambda v: True, "a folder path"),
+        max_job_pixels=_parse(env, "MAX_JOB_PIXELS", d.max_job_pixels, *positive_int),
+        max_job_upload_mb=_parse(env, "MAX_JOB_UPLOAD_MB", d.max_job_upload_mb, *positive_float),
+        max_queued_jobs=_parse(env, "MAX_QUEUED_JOBS", d.max_queued_jobs, *positive_int),
+        job_retention_h=_parse(env, "JOB_RETENTION_H", d.job_retention_h, *positive_float),
     )
 
 

@@ -1,0 +1,59 @@
+"""Scene-wide radiometry: map a band's own units to the model's [0, 1] range and back.
+
+Statistics come from the whole scene (a nearest-neighbour decimated read over all of it, as GDAL's
+approximate statistics do), never from a tile, so every tile of a scene is scaled alike and tiles
+cannot show seams. 8-bit bands keep the fixed 0..255 range the model was trained with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
+
+SAMPLE_PIXELS = 1 << 22  # ~4 Mpx per band: percentiles within a grey level of the full scene's
+LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
+
+
+@dataclass(frozen=True)
+class BandStats:
+    low: float  # value mapped to 0
+    high: float  # value mapped to 1
+    fill: float  # normalised value given to nodata pixels before the model sees them
+
+    def normalise(self, values: np.ndarray) -> np.ndarray:
+        return (values.astype(np.float32) - np.float32(self.low)) / np.float32(self.high - self.low)
+
+    def denormalise(self, values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """Back to the band's units and dtype, rounded for integers, clipped to the dtype's range."""
+        restored = values * np.float32(self.high - self.low) + np.float32(self.low)
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            return np.clip(np.rint(restored), info.min, info.max).astype(dtype)
+        info = np.finfo(dtype)
+        return np.clip(restored, info.min, info.max).astype(dtype)
+
+
+def band_stats(src: DatasetReader, band: int) -> BandStats:
+    """The band's normalisation, from the whole scene's valid pixels."""
+    values = _valid_sample(src, band)
+    if src.dtypes[band - 1] == "uint8":
+        low, high = 0.0, 255.0
+    elif values.size:
+        low, high = (float(v) for v in np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE]))
+    else:  # nothing valid: the band is all nodata and its output will be too
+        low, high = 0.0, 1.0
+    high = high if high > low else low + 1.0
+    fill = float(np.median(values)) if values.size else low
+    return BandStats(low, high, (fill - low) / (high - low))
+
+
+def _valid_sample(src: DatasetReader, band: int) -> np.ndarray:
+    step = max(1, math.ceil(math.sqrt(src.width * src.height / SAMPLE_PIXELS)))
+    shape = (math.ceil(src.height / step), math.ceil(src.width / step))
+    sample = src.read(band, out_shape=shape, resampling=Resampling.nearest, masked=True)
+    values = sample.compressed().astype(np.float64)
+    return values[np.isfinite(values)]

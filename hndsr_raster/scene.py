@@ -1,0 +1,277 @@
+"""One raster in, its super-resolved Cloud-Optimized GeoTIFF out, by windows.
+
+:class:`SceneUpscaler` validates a source (cheap: header only), then writes the product in steps of
+one tile row of the model (:meth:`SceneUpscaler.steps`), so memory does not grow with the scene and a
+caller can release the model between steps; :meth:`SceneUpscaler.finish` turns the striped working
+file into a COG. The synchronous API, the scene jobs and the CLI all go through it, so a job's output
+and a synchronous answer for the same input and seed are the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import torch
+from affine import Affine
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioError
+from rasterio.io import DatasetReader, DatasetWriter, MemoryFile
+from rasterio.windows import Window
+
+from hndsr_model.data import ImageDecodeError, ImageTooLarge, check_pixels
+from hndsr_model.pipeline import CancelCheck, HNDSRPipeline, Progress, random_seed
+
+from .bands import BandGroup, BandPlan
+from .radiometry import band_stats
+
+SUPPORTED_DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"})
+GDAL_CACHE_MB = 256  # GDAL's block cache: the bound on what reading and writing windows may hold
+# Both are expected here, not signs of trouble: a plain TIFF has no georeferencing, and where a nodata value
+# and an alpha band both exist GDAL lets the nodata value decide the mask.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+warnings.filterwarnings("ignore", category=NodataShadowWarning)
+COG_OPTIONS = {"compress": "DEFLATE", "predictor": "YES", "bigtiff": "IF_SAFER", "blocksize": 512,
+               "overview_resampling": "AVERAGE"}
+
+
+class RasterError(ImageDecodeError):
+    """A raster this service cannot super-resolve (damaged, categorical, unsupported type)."""
+
+
+class RasterTooLarge(ImageTooLarge):
+    """More pixels or bands than the configured limits."""
+
+
+@dataclass(frozen=True)
+class SceneOptions:
+    scale: int
+    ddim_steps: int = 0
+    seed: int | None = None
+    bands: tuple[int, ...] | None = None  # 1-based source bands, in output order; None = all
+
+
+@contextlib.contextmanager
+def open_raster(source: Path | bytes) -> Iterator[DatasetReader]:
+    """Open a raster file or in-memory bytes; damaged or non-raster data raises :class:`RasterError`."""
+    try:
+        with contextlib.ExitStack() as stack:
+            if isinstance(source, bytes):
+                src = stack.enter_context(stack.enter_context(MemoryFile(source)).open())
+            else:
+                src = stack.enter_context(rasterio.open(source))
+            yield src
+    except RasterioError as exc:
+        raise RasterError(f"raster could not be read: {exc}") from None
+
+
+class SceneUpscaler:
+    """The super-resolution of one open raster into a GeoTIFF of the same kind."""
+
+    def __init__(self, pipeline: HNDSRPipeline, src: DatasetReader, options: SceneOptions,
+                 max_pixels: int | None = None, max_bands: int | None = None) -> None:
+        _check_source(src, max_pixels, max_bands)
+        try:
+            self.plan = BandPlan.build(src.count, tuple(src.colorinterp), options.bands)
+        except ValueError as exc:
+            raise RasterError(str(exc)) from None
+        self.pipeline = pipeline
+        self.src = src
+        self.options = options
+        self.seed = options.seed if options.seed is not None or not options.ddim_steps else random_seed()
+        self.dtype = np.dtype(src.dtypes[self.plan.source[0] - 1])
+        self.tiles_total = self.plan.model_passes * pipeline.count_tiles(src.height, src.width)
+        self.tiles_done = 0
+
+    # -- what it is and what it makes -------------------------------------------------------------
+
+    def describe_input(self) -> dict[str, Any]:
+        src = self.src
+        return {"width": src.width, "height": src.height, "bands": src.count, "dtype": src.dtypes[0],
+                "crs": src.crs.to_string() if src.crs else None}
+
+    def describe_output(self) -> dict[str, Any]:
+        s = self.options.scale
+        return {"width": self.src.width * s, "height": self.src.height * s, "bands": len(self.plan.source),
+                "dtype": str(self.dtype), "crs": self.describe_input()["crs"], "scale_factor": s,
+                "ddim_steps": self.options.ddim_steps, "seed": self.seed,
+                "source_bands": list(self.plan.source)}
+
+    def output_bytes_estimate(self) -> int:
+        """Uncompressed size of the product: the working file and the COG never exceed it each."""
+        out = self.describe_output()
+        return out["width"] * out["height"] * out["bands"] * self.dtype.itemsize
+
+    # -- the work ---------------------------------------------------------------------------------
+
+    def write(self, dst: Path, should_cancel: CancelCheck | None = None, progress: Progress | None = None) -> None:
+        """All steps, then the COG; on any failure nothing is left at ``dst`` or beside it."""
+        part = working_path(dst)
+        try:
+            for done in self.steps(part, should_cancel):
+                if progress:
+                    progress(done, self.tiles_total)
+            self.finish(part, dst)
+        finally:
+            part.unlink(missing_ok=True)
+
+    def steps(self, part: Path, should_cancel: CancelCheck | None = None) -> Iterator[int]:
+        """Write the product into the striped working file ``part``; yields tiles done after each tile row."""
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(part, "w", **self._profile()) as dst:
+            self._copy_metadata(dst)
+            for group in self.plan.groups:
+                if group.kind == "nearest":
+                    self._copy_nearest(dst, group)
+                else:
+                    yield from self._super_resolve(dst, group, should_cancel)
+
+    def finish(self, part: Path, dst: Path) -> None:
+        """Working file -> COG (internal tiles, overviews, lossless compression) at ``dst``, atomically."""
+        staging = dst.with_name(f".{dst.name}.cog")
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+                rasterio.shutil.copy(part, staging, driver="COG", **COG_OPTIONS)
+            staging.replace(dst)
+        finally:
+            staging.unlink(missing_ok=True)
+
+    def _super_resolve(self, dst: DatasetWriter, group: BandGroup, should_cancel: CancelCheck | None
+                       ) -> Iterator[int]:
+        stats = [band_stats(self.src, band) for band in group.source]
+        src, s = self.src, self.options.scale
+        first_tile = self.tiles_done
+
+        def read_rows(y0: int, y1: int) -> torch.Tensor:
+            window = Window(0, y0, src.width, y1 - y0)
+            raw = src.read(list(group.source), window=window, out_dtype="float32")
+            valid = self._valid(window)
+            lr = np.stack([st.normalise(band) for st, band in zip(stats, raw, strict=True)])
+            lr[:, ~valid] = np.array([st.fill for st in stats], np.float32)[:, None]
+            return torch.from_numpy(np.repeat(lr, 3, axis=0) if group.kind == "mono" else lr)
+
+        def progress(done: int, _total: int) -> None:
+            self.tiles_done = first_tile + done
+
+        rows = self.pipeline.upscale_rows(read_rows, src.height, src.width, s, self.options.ddim_steps, self.seed,
+                                          should_cancel, progress)
+        for hr_row, band in rows:
+            values = band.numpy()
+            if group.kind == "mono":
+                values = values.mean(axis=0, keepdims=True)
+            out = np.stack([st.denormalise(v, self.dtype) for st, v in zip(stats, values, strict=True)])
+            window = Window(0, hr_row, src.width * s, out.shape[1])
+            self._write(dst, group, out, window)
+            yield self.tiles_done
+
+    def _copy_nearest(self, dst: DatasetWriter, group: BandGroup) -> None:
+        """Bands that are masks (alpha) are not intensities: each output pixel takes its source pixel's value."""
+        s, chunk = self.options.scale, self.pipeline.tile_size
+        for y in range(0, self.src.height, chunk):
+            window = Window(0, y, self.src.width, min(chunk, self.src.height - y))
+            values = self.src.read(list(group.source), window=window)
+            out = values.repeat(s, axis=1).repeat(s, axis=2)
+            self._write(dst, group, out, Window(0, y * s, self.src.width * s, out.shape[1]))
+
+    def _write(self, dst: DatasetWriter, group: BandGroup, out: np.ndarray, window: Window) -> None:
+        """Write HR rows; pixels whose source pixel is nodata (or masked) become nodata (or masked)."""
+        s = self.options.scale
+        lr_window = Window(0, window.row_off // s, self.src.width, window.height // s)
+        valid = self._valid(lr_window).repeat(s, axis=0).repeat(s, axis=1)
+        if self.src.nodata is not None:
+            out[:, ~valid] = self.src.nodata
+        elif self.dtype.kind == "f":
+            out[:, ~valid] = np.nan
+        dst.write(out, indexes=list(group.target), window=window)
+        if group is self.plan.groups[0] and self._has_mask:
+            dst.write_mask(valid.astype(np.uint8) * 255, window=window)
+
+    @property
+    def _has_mask(self) -> bool:
+        """The source masks pixels without a nodata value (an internal mask or an alpha band)."""
+        return self.src.nodata is None and any(
+            MaskFlags.per_dataset in flags or MaskFlags.alpha in flags for flags in self.src.mask_flag_enums)
+
+    def _valid(self, window: Window) -> np.ndarray:
+        """``(h, w)`` bool: every selected band has a value there (not nodata, not masked, finite)."""
+        bands = list(self.plan.source)
+        valid = self.src.read_masks(bands, window=window).min(axis=0) > 0
+        if self.dtype.kind == "f":
+            valid &= np.isfinite(self.src.read(bands, window=window)).all(axis=0)
+        return valid
+
+    # -- the product's description ----------------------------------------------------------------
+
+    def _profile(self) -> dict[str, Any]:
+        src, s = self.src, self.options.scale
+        profile = {"driver": "GTiff", "width": src.width * s, "height": src.height * s,
+                   "count": len(self.plan.source), "dtype": self.dtype.name, "nodata": src.nodata,
+                   "crs": src.crs, "tiled": False, "blockysize": s, "compress": "deflate", "interleave": "band",
+                   "bigtiff": "if_safer"}
+        if src.crs is not None or src.transform != Affine.identity():
+            profile["transform"] = src.transform * Affine.scale(1 / s)  # same origin and bounds, also rotated
+        return profile
+
+    def _copy_metadata(self, dst: DatasetWriter) -> None:
+        src, bands = self.src, self.plan.source
+        dst.update_tags(**src.tags(), **self.provenance())
+        dst.colorinterp = [src.colorinterp[b - 1] for b in bands]
+        dst.scales = [src.scales[b - 1] for b in bands]
+        dst.offsets = [src.offsets[b - 1] for b in bands]
+        dst.units = [src.units[b - 1] or "" for b in bands]
+        for index, band in enumerate(bands, start=1):
+            dst.update_tags(index, **src.tags(band))
+            if src.descriptions[band - 1]:
+                dst.set_band_description(index, src.descriptions[band - 1])
+
+    def provenance(self) -> dict[str, str]:
+        model = self.pipeline.model
+        return {"HNDSR_MODEL": "hndsr", "HNDSR_MODEL_VERSION": model.version, "HNDSR_SCALE": str(self.options.scale),
+                "HNDSR_DDIM_STEPS": str(self.options.ddim_steps), "HNDSR_SEED": str(self.seed),
+                "HNDSR_SOURCE_BANDS": ",".join(map(str, self.plan.source))}
+
+
+def _check_source(src: DatasetReader, max_pixels: int | None, max_bands: int | None) -> None:
+    check_pixels(src.width, src.height, max_pixels)
+    if src.count < 1:
+        raise RasterError("raster has no bands")
+    if max_bands is not None and src.count > max_bands:
+        raise RasterTooLarge(f"raster has {src.count:,} bands; the limit is {max_bands}")
+    kinds = set(src.dtypes)
+    if not kinds <= SUPPORTED_DTYPES:
+        raise RasterError(f"unsupported data type {', '.join(sorted(kinds - SUPPORTED_DTYPES))}; supported: "
+                          + ", ".join(sorted(SUPPORTED_DTYPES)))
+    if len(kinds) > 1:
+        raise RasterError(f"bands of different data types ({', '.join(sorted(kinds))}) are not supported")
+    if int(src.tags(ns="IMAGE_STRUCTURE").get("NBITS", 8)) < 8:
+        raise RasterError("rasters of fewer than 8 bits per sample (bit masks) are not imagery")
+    if ColorInterp.palette in src.colorinterp:
+        raise RasterError("a paletted raster holds categories, not intensities: super-resolution would invent "
+                          "classes. Expand it to RGB first (gdal_translate -expand rgb) or resample it by "
+                          "nearest neighbour")
+
+
+def working_path(dst: Path) -> Path:
+    return dst.with_name(f".{dst.name}.part")
+
+
+def is_tiff(data: bytes) -> bool:
+    return data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def array_to_tiff(image: np.ndarray) -> bytes:
+    """A plain ``(H, W, 3) uint8`` image (no georeferencing) as a compressed tiled TIFF."""
+    height, width = image.shape[:2]
+    buffer = io.BytesIO()
+    with MemoryFile() as mem:
+        with mem.open(driver="COG", width=width, height=height, count=3, dtype="uint8", **COG_OPTIONS) as dst:
+            dst.write(image.transpose(2, 0, 1))
+        buffer.write(mem.read())
+    return buffer.getvalue()

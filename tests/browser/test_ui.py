@@ -161,16 +161,22 @@ def test_geotiff_inputs_are_drawn_and_upscaled(opened: tuple[Any, PageLog], tmp_
     info = page.locator("#file-info").inner_text()
     assert "300 × 300" in info and "4 bands float64" in info
     assert page.locator("#before").evaluate("img => img.naturalWidth") == 300
+    assert upscale(page, 2) == (600, 600)  # a float GeoTIFF result is decoded and drawn too
 
     choose(page, GEOTIFF)
     assert "3 bands uint8" in page.locator("#file-info").inner_text()
     assert upscale(page, 2) == (512, 512)
-    content_type = page.locator("#result-info").inner_text()
+    info = page.locator("#result-info").inner_text()
     saved = download(page, tmp_path)
-    # Today's /upscale answers PNG; where the service answers a GeoTIFF for a GeoTIFF, the page offers that.
-    assert saved.suffix == (".tif" if "image/tiff" in content_type else ".png")
+    # A service that answers a GeoTIFF for a GeoTIFF (issue 7) gets it offered as .tif; an older one, PNG.
+    assert saved.suffix == (".tif" if "image/tiff" in info else ".png")
     assert Image.open(io.BytesIO(saved.read_bytes())).size == (512, 512)
     shot(page, "6-geotiff")
+
+    page.select_option("#format", "png")
+    assert upscale(page, 2) == (512, 512)
+    assert "image/png" in page.locator("#result-info").inner_text()
+    assert download(page, tmp_path).suffix == ".png"
     assert log.console_errors == []
 
 

@@ -32,7 +32,8 @@ RESULT_TIMEOUT_MS = 180_000
 
 @pytest.fixture(scope="module")
 def server(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(ENV, tmp_path_factory.mktemp("ui_server") / "server.log")
+    folder = tmp_path_factory.mktemp("ui_server")
+    srv = Server({**ENV, "JOBS_DIR": str(folder / "jobs")}, folder / "server.log")
     try:
         srv.wait_ready()
         yield srv

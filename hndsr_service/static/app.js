@@ -9,20 +9,22 @@
     file: $("file"), fileInfo: $("file-info"), scale: $("scale"), steps: $("steps"), seed: $("seed"),
     format: $("format"), keyField: $("key-field"), apiKey: $("api-key"), run: $("run"), cancel: $("cancel"),
     status: $("status"), elapsed: $("elapsed"), progress: $("progress"), progressBar: $("progress-bar"),
-    error: $("error"),
-    resultInfo: $("result-info"), download: $("download"), viewer: $("viewer"), before: $("before"),
-    after: $("after"), split: $("split"), zoomLevel: $("zoom-level"), serviceState: $("service-state"),
+    error: $("error"), resultInfo: $("result-info"), download: $("download"), viewer: $("viewer"),
+    before: $("before"), after: $("after"), split: $("split"), zoomLevel: $("zoom-level"),
+    serviceState: $("service-state"),
   };
 
   const KEY_STORAGE = "hndsr.apiKey";
-  const PREVIEW_MAX_PIXELS = 64e6; // larger TIFFs are shown from an overview or resampled (said in the status)
+  // A TIFF quick-look decodes three bands into an RGBA bitmap; beyond this many bytes it is drawn from an overview
+  // (a COG has them) or resampled, and said so ("preview reduced").
+  const PREVIEW_BUDGET_BYTES = 200e6;
   const POLL_MS = 1000;
   const config = { max_image_pixels: 16e6, max_output_pixels: 67108864, max_payload_bytes: 20 * 1024 * 1024,
                    api_key_required: false };
   let jobsDocumented = false; // the OpenAPI spec lists /jobs: large rasters go there without trying /upscale
 
   const input = { file: null, width: 0, height: 0, url: null, tiff: null };
-  let result = null; // {url, downloadUrl, contentType, width, height}
+  let result = null; // {url: what #after shows, downloadUrl: the file as the service sent it, contentType}
   let busy = null; // {controller, jobUrl}
   const view = { zoom: 1, x: 0, y: 0, fit: true, outW: 0, outH: 0, split: 50 };
 
@@ -99,7 +101,10 @@
       let detail = err.detail;
       if (err.retryAfter) detail += ` Try again in ${err.retryAfter} s.`;
       showError(`${err.status} · ${words}`, detail);
-      if (err.status === 401) askForKey(true);
+      if (err.status === 401) {
+        askForKey(true);
+        el.apiKey.focus();
+      }
       setStatus("The service refused the request.");
     } else if (err instanceof TypeError && /fetch|network/i.test(err.message)) { // fetch got no answer
       showError("Could not reach the service", `${err.message}. Is it running, and reachable from this browser?`);
@@ -172,9 +177,40 @@
     return [percentile(sample, 0.02), percentile(sample, 0.98)];
   }
 
-  async function decodeTiff(buffer, stretch) {
+  // An uncompressed 32-bit top-down BMP: browsers draw it natively and, unlike PNG, it costs nothing to encode.
+  function bmpWriter(width, height) {
+    const offset = 54;
+    const bytes = new Uint8Array(offset + width * height * 4);
+    const view = new DataView(bytes.buffer);
+    bytes.set([0x42, 0x4d]);
+    view.setUint32(2, bytes.length, true);
+    view.setUint32(10, offset, true);
+    view.setUint32(14, 40, true); // BITMAPINFOHEADER
+    view.setInt32(18, width, true);
+    view.setInt32(22, -height, true); // negative: rows top to bottom
+    view.setUint16(26, 1, true);
+    view.setUint16(28, 32, true);
+    view.setUint32(34, width * height * 4, true);
+    for (let o = offset + 3; o < bytes.length; o += 4) bytes[o] = 255;
+    return { bytes, offset, blob: () => new Blob([bytes], { type: "image/bmp" }) };
+  }
+
+  // The smallest of the file's images (full resolution, then overviews) that is still at least `width` wide.
+  async function overviewFor(tiff, image, width) {
+    let best = image;
+    const count = await tiff.getImageCount();
+    for (let i = 1; i < count; i++) {
+      const candidate = await tiff.getImage(i);
+      if (candidate.getWidth() >= width && candidate.getWidth() < best.getWidth()
+          && candidate.getSamplesPerPixel() === image.getSamplesPerPixel()) best = candidate;
+    }
+    return best;
+  }
+
+  async function decodeTiff(blob, stretch) {
     if (typeof GeoTIFF === "undefined") throw new Error("the TIFF decoder (geotiff.js) did not load");
-    const tiff = await GeoTIFF.fromArrayBuffer(buffer);
+    // A large file is read by parts (only what the quick-look needs), a small one at once.
+    const tiff = await (blob.size > 100e6 ? GeoTIFF.fromBlob(blob) : GeoTIFF.fromArrayBuffer(await blob.arrayBuffer()));
     const image = await tiff.getImage();
     const width = image.getWidth();
     const height = image.getHeight();
@@ -183,8 +219,8 @@
     const sampleFormat = image.getSampleFormat();
     const photometric = image.fileDirectory.getValue("PhotometricInterpretation");
     const dtype = `${({ 1: "uint", 2: "int", 3: "float" })[sampleFormat] || "uint"}${bits}`;
-    // Beyond PREVIEW_MAX_PIXELS a reduced copy is read (from an overview when the file has one, as a COG does).
-    const shrink = Math.max(1, Math.sqrt((width * height) / PREVIEW_MAX_PIXELS));
+    const maxPixels = PREVIEW_BUDGET_BYTES / (3 * Math.ceil(bits / 8) + 4);
+    const shrink = Math.max(1, Math.sqrt((width * height) / maxPixels));
     const w = Math.max(1, Math.round(width / shrink));
     const h = Math.max(1, Math.round(height / shrink));
     const options = { interleave: false, ...(shrink > 1 ? { width: w, height: h, resampleMethod: "bilinear" } : {}) };
@@ -195,32 +231,24 @@
       uint8 = true;
     } else {
       const samples = bands >= 3 ? [0, 1, 2] : [0];
-      const source = shrink > 1 ? tiff : image; // the file picks its best overview for a reduced read
-      rasters = await source.readRasters({ ...options, samples });
+      rasters = await (await overviewFor(tiff, image, w)).readRasters({ ...options, samples });
       uint8 = bits === 8 && sampleFormat === 1;
     }
     const channels = rasters.length >= 3 ? [rasters[0], rasters[1], rasters[2]] : [rasters[0], rasters[0], rasters[0]];
     const used = stretch && stretch.length === 3 ? stretch : (uint8 ? null : channels.map(bandStretch));
-    const pixels = new Uint8ClampedArray(w * h * 4);
+    const bmp = bmpWriter(w, h);
     for (let c = 0; c < 3; c++) {
       const band = channels[c];
       const [low, high] = used ? used[c] : [0, 255];
       const k = 255 / Math.max(high - low, 1e-12);
-      for (let i = 0, o = c; i < band.length; i++, o += 4) {
+      for (let i = 0, o = bmp.offset + 2 - c; i < band.length; i++, o += 4) { // BMP stores B, G, R, A
         const v = Number(band[i]);
-        pixels[o] = used ? Math.round(((Number.isFinite(v) ? v : 0) - low) * k) : v;
+        bmp.bytes[o] = used ? Math.min(255, Math.max(0, Math.round(((Number.isFinite(v) ? v : 0) - low) * k))) : v;
       }
     }
-    for (let o = 3; o < pixels.length; o += 4) pixels[o] = 255;
-    const canvas = document.createElement("canvas");
-    canvas.width = w;
-    canvas.height = h;
-    canvas.getContext("2d").putImageData(new ImageData(pixels, w, h), 0, 0);
-    const blob = await new Promise((resolve, reject) =>
-      canvas.toBlob((b) => (b ? resolve(b) : reject(new Error("could not draw the TIFF"))), "image/png"));
     const geokeys = image.getGeoKeys ? image.getGeoKeys() : null;
     const epsg = geokeys && (geokeys.ProjectedCSTypeGeoKey || geokeys.GeographicTypeGeoKey);
-    return { url: URL.createObjectURL(blob), width, height, bands, dtype, stretch: used, reduced: shrink > 1,
+    return { url: URL.createObjectURL(bmp.blob()), width, height, bands, dtype, stretch: used, reduced: shrink > 1,
              crs: epsg && epsg !== 32767 ? `EPSG:${epsg}` : null };
   }
 
@@ -269,7 +297,7 @@
     const details = [];
     try {
       if (isTiffType(file.type) || await sniffTiff(file)) {
-        const tiff = await decodeTiff(await file.arrayBuffer());
+        const tiff = await decodeTiff(file);
         Object.assign(input, { width: tiff.width, height: tiff.height, url: tiff.url, tiff });
         details.push(`${tiff.bands} band${tiff.bands > 1 ? "s" : ""} ${tiff.dtype}`);
         if (tiff.crs) details.push(tiff.crs);
@@ -482,7 +510,7 @@
     let note = "";
     if (isTiffType(contentType)) {
       const stretch = input.tiff && input.tiff.stretch;
-      const tiff = await decodeTiff(await blob.arrayBuffer(), stretch);
+      const tiff = await decodeTiff(blob, stretch);
       url = tiff.url;
       note = `${tiff.bands} band${tiff.bands > 1 ? "s" : ""} ${tiff.dtype}${tiff.crs ? ` · ${tiff.crs}` : ""}`
         + `${tiff.reduced ? " · preview reduced" : ""}`;

@@ -51,7 +51,8 @@ def browser() -> Iterator[Any]:
 
 
 def shot(page: Any, name: str, **options: Any) -> Path:
+    """Save a screenshot of the page's state as docs/ui/<name>.jpg (JPEG keeps the committed files small)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), **options)
+    path = SCREENSHOTS / f"{name}.jpg"
+    page.screenshot(path=str(path), type="jpeg", quality=85, **options)
     return path

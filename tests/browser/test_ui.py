@@ -198,6 +198,20 @@ def test_oversized_image_shows_the_413(opened: tuple[Any, PageLog]) -> None:
         log.console_errors
 
 
+def test_not_an_image_gets_the_422_in_words(opened: tuple[Any, PageLog], tmp_path: Path) -> None:
+    page, log = opened
+    fake = tmp_path / "notes.png"
+    fake.write_text("these are notes, not pixels")
+    page.set_input_files("#file", str(fake))
+    page.locator("#error", has_text="No preview").wait_for()
+    assert page.locator("#run").is_enabled()  # the page cannot draw it; the service has the last word
+    page.click("#run")
+    page.locator("#error", has_text="422").wait_for()
+    assert page.locator("#error").inner_text().startswith("422 · invalid image")
+    assert all(re.match(r"Failed to load resource: .* 422", line) for line in log.console_errors), \
+        log.console_errors
+
+
 @pytest.mark.parametrize("opened", [PHONE], indirect=True)
 def test_phone_sized_viewport(opened: tuple[Any, PageLog]) -> None:
     page, log = opened

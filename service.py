@@ -7,6 +7,7 @@ Request flow: middleware (queue depth, rate limit, payload size) -> schemas (typ
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import signal
@@ -25,9 +26,12 @@ from starlette.responses import JSONResponse, Response
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.weights import WeightsError
 from hndsr_raster import parse_bands
-from hndsr_service import imaging, middleware, uploads
+from hndsr_service import imaging, middleware, openapi, uploads
 from hndsr_service.errors import ServiceError, error_response
 from hndsr_service.inference import InferenceRunner
+from hndsr_service.job_store import JobStore
+from hndsr_service.jobs import JobWorker
+from hndsr_service.jobs_api import job_routes
 from hndsr_service.model_store import WEIGHTS_FILE
 from hndsr_service.probes import ServiceState, build_probe_app
 from hndsr_service.products import Product, ProductRequest, make_product
@@ -46,12 +50,14 @@ from hndsr_service.settings import get_settings
 logger = logging.getLogger("bentoml.hndsr")
 settings = get_settings()
 state = ServiceState(settings=settings, in_flight=middleware.InFlight())
+runner = InferenceRunner(state)
+jobs = JobWorker(state, runner, JobStore(settings.jobs_dir))
 uploads.install()
 
 ImageFile = Annotated[Path, ContentType("image/*")]
 
 
-@bentoml.asgi_app(build_probe_app(state), path="/")
+@bentoml.asgi_app(build_probe_app(state, job_routes(jobs), [jobs.gauges]), path="/")
 @bentoml.service(
     name="hndsr",
     resources={"gpu": 1},
@@ -74,9 +80,10 @@ class HNDSR:
     bento_model = bentoml.models.BentoModel(settings.model_tag)
 
     _previous_sigterm: Any = None
+    _jobs_task: asyncio.Future | None = None
 
     def __init__(self) -> None:
-        self.runner = InferenceRunner(state)
+        self.runner = runner
         # In a server worker this runs on the main thread; embedded (tests, notebooks) it may not.
         if threading.current_thread() is threading.main_thread():
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -91,6 +98,11 @@ class HNDSR:
             state.failure = f"model not loaded: {exc}"
             logger.error("%s", state.failure)
 
+    @bentoml.on_startup
+    async def start_jobs(self) -> None:
+        """The scene-job worker lives on the server's event loop, beside the APIs it shares slots with."""
+        self._jobs_task = asyncio.ensure_future(jobs.run_forever())
+
     def _weights_path(self) -> Path:
         if settings.weights_path is not None:
             return settings.weights_path
@@ -101,6 +113,7 @@ class HNDSR:
         once in-flight requests are done (at most DRAIN_TIMEOUT_S)."""
         logger.info("SIGTERM: draining %d in-flight requests", state.in_flight.count)
         previous = self._previous_sigterm
+        jobs.interrupt()
         state.drain(settings.drain_timeout_s, lambda: previous(signum, frame) if callable(previous) else None)
 
     def __is_alive__(self) -> bool:
@@ -211,3 +224,4 @@ for guard, options in (
     (middleware.ErrorEnvelopeMiddleware, {}),
 ):
     HNDSR.add_asgi_middleware(guard, **options)
+openapi.document(HNDSR)

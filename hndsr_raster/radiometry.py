@@ -37,10 +37,15 @@ class BandStats:
         return np.clip(restored, info.min, info.max).astype(dtype)
 
 
-def band_stats(src: DatasetReader, band: int) -> BandStats:
-    """The band's normalisation, from the whole scene's valid pixels."""
-    values = _valid_sample(src, band)
-    if src.dtypes[band - 1] == "uint8":
+def scene_stats(src: DatasetReader, bands: tuple[int, ...]) -> dict[int, BandStats]:
+    """Each band's normalisation, from the whole scene's valid pixels (one decimated read for all bands,
+    which GDAL serves from overviews when the file has them)."""
+    samples = _valid_samples(src, bands)
+    return {band: _stats(values, src.dtypes[band - 1]) for band, values in zip(bands, samples, strict=True)}
+
+
+def _stats(values: np.ndarray, dtype: str) -> BandStats:
+    if dtype == "uint8":
         low, high = 0.0, 255.0
     elif values.size:
         low, high = (float(v) for v in np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE]))
@@ -51,9 +56,9 @@ def band_stats(src: DatasetReader, band: int) -> BandStats:
     return BandStats(low, high, (fill - low) / (high - low))
 
 
-def _valid_sample(src: DatasetReader, band: int) -> np.ndarray:
+def _valid_samples(src: DatasetReader, bands: tuple[int, ...]) -> list[np.ndarray]:
     step = max(1, math.ceil(math.sqrt(src.width * src.height / SAMPLE_PIXELS)))
-    shape = (math.ceil(src.height / step), math.ceil(src.width / step))
-    sample = src.read(band, out_shape=shape, resampling=Resampling.nearest, masked=True)
-    values = sample.compressed().astype(np.float64)
-    return values[np.isfinite(values)]
+    shape = (len(bands), math.ceil(src.height / step), math.ceil(src.width / step))
+    sample = src.read(list(bands), out_shape=shape, resampling=Resampling.nearest, masked=True)
+    values = [band.compressed().astype(np.float64) for band in sample]
+    return [v[np.isfinite(v)] for v in values]

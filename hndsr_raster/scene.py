@@ -31,7 +31,7 @@ from hndsr_model.data import ImageDecodeError, ImageTooLarge, check_pixels
 from hndsr_model.pipeline import CancelCheck, HNDSRPipeline, Progress, random_seed
 
 from .bands import BandGroup, BandPlan
-from .radiometry import band_stats
+from .radiometry import BandStats, scene_stats
 
 SUPPORTED_DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"})
 GDAL_CACHE_MB = 256  # GDAL's block cache: the bound on what reading and writing windows may hold
@@ -90,6 +90,7 @@ class SceneUpscaler:
         self.dtype = np.dtype(src.dtypes[self.plan.source[0] - 1])
         self.tiles_total = self.plan.model_passes * pipeline.count_tiles(src.height, src.width)
         self.tiles_done = 0
+        self._band_stats: dict[int, BandStats] | None = None
 
     # -- what it is and what it makes -------------------------------------------------------------
 
@@ -145,7 +146,7 @@ class SceneUpscaler:
 
     def _super_resolve(self, dst: DatasetWriter, group: BandGroup, should_cancel: CancelCheck | None
                        ) -> Iterator[int]:
-        stats = [band_stats(self.src, band) for band in group.source]
+        stats = [self._stats()[band] for band in group.source]
         src, s = self.src, self.options.scale
         first_tile = self.tiles_done
 
@@ -171,6 +172,13 @@ class SceneUpscaler:
             self._write(dst, group, out, window)
             yield self.tiles_done
 
+    def _stats(self) -> dict[int, BandStats]:
+        """Every model band's statistics, read once for the whole plan."""
+        if self._band_stats is None:
+            bands = tuple(b for group in self.plan.groups if group.kind != "nearest" for b in group.source)
+            self._band_stats = scene_stats(self.src, bands)
+        return self._band_stats
+
     def _copy_nearest(self, dst: DatasetWriter, group: BandGroup) -> None:
         """Bands that are masks (alpha) are not intensities: each output pixel takes its source pixel's value."""
         s, chunk = self.options.scale, self.pipeline.tile_size
@@ -186,6 +194,7 @@ class SceneUpscaler:
         lr_window = Window(0, window.row_off // s, self.src.width, window.height // s)
         valid = self._valid(lr_window).repeat(s, axis=0).repeat(s, axis=1)
         if self.src.nodata is not None:
+            _keep_off_nodata(out, valid, self.src.nodata)
             out[:, ~valid] = self.src.nodata
         elif self.dtype.kind == "f":
             out[:, ~valid] = np.nan
@@ -234,8 +243,22 @@ class SceneUpscaler:
     def provenance(self) -> dict[str, str]:
         model = self.pipeline.model
         return {"HNDSR_MODEL": "hndsr", "HNDSR_MODEL_VERSION": model.version, "HNDSR_SCALE": str(self.options.scale),
-                "HNDSR_DDIM_STEPS": str(self.options.ddim_steps), "HNDSR_SEED": str(self.seed),
+                "HNDSR_DDIM_STEPS": str(self.options.ddim_steps), "HNDSR_SEED": "none" if self.seed is None else str(self.seed),
                 "HNDSR_SOURCE_BANDS": ",".join(map(str, self.plan.source))}
+
+
+def _keep_off_nodata(out: np.ndarray, valid: np.ndarray, nodata: float) -> None:
+    """A valid pixel whose value lands on the nodata value (a dark pixel rounded to 0, say) moves one step
+    towards the data, so that no valid pixel reads as nodata."""
+    if np.isnan(nodata):
+        return
+    hits = (out == nodata) & valid
+    if not hits.any():
+        return
+    if out.dtype.kind == "f":
+        out[hits] = np.nextafter(out.dtype.type(nodata), out.dtype.type(np.inf))
+    else:
+        out[hits] = nodata + 1 if nodata < np.iinfo(out.dtype).max else nodata - 1
 
 
 def _check_source(src: DatasetReader, max_pixels: int | None, max_bands: int | None) -> None:

@@ -89,16 +89,20 @@ class Job:
 class JobStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "jobs.sqlite"
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(SCHEMA)
+        self._created = False
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
+        """A connection in autocommit mode: every statement is its own atomic transaction."""
+        if not self._created:  # on first use, so importing the service creates no folder
+            self.folder.mkdir(parents=True, exist_ok=True)
         with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
             db.row_factory = sqlite3.Row
+            if not self._created:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(SCHEMA)
+                self._created = True
             yield db
 
     def job_dir(self, job_id: str) -> Path:
@@ -138,6 +142,14 @@ class JobStore:
             row = db.execute("UPDATE jobs SET tiles_done = ?, heartbeat_at = ? WHERE id = ? "
                              "RETURNING cancel_requested", (tiles_done, time.time(), job_id)).fetchone()
         return bool(row and row[0])
+
+    def beat(self, job_id: str) -> None:
+        with self._db() as db:
+            db.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running'", (time.time(), job_id))
+
+    def requeue(self, job_id: str) -> None:
+        with self._db() as db:
+            db.execute("UPDATE jobs SET status = 'queued', started_at = NULL, tiles_done = 0 WHERE id = ?", (job_id,))
 
     def finish(self, job_id: str, status: str, error: dict[str, str] | None = None) -> None:
         with self._db() as db:

@@ -18,9 +18,11 @@ from prometheus_client.registry import Collector
 # Every path label the service reports; anything else is counted as "other" so that random paths
 # cannot create new series.
 KNOWN_ENDPOINTS = frozenset(
-    {"/infer", "/upscale", "/health", "/ready", "/version", "/metrics", "/healthz", "/livez", "/readyz",
+    {"/infer", "/upscale", "/jobs", "/health", "/ready", "/version", "/metrics", "/healthz", "/livez", "/readyz",
      "/docs.json", "/schema.json", "/"}
 )
+JOB_FAILURE_REASONS = ("invalid_input", "disk_full", "io_error", "internal_error")
+JOB_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 PIXEL_BUCKETS = (16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216)
 
@@ -34,11 +36,24 @@ RATE_LIMITED = Counter("hndsr_rate_limited_total", "Requests rejected by the per
 BACKPRESSURE_REJECTED = Counter("hndsr_backpressure_rejected_total", "Requests shed at the queue-depth limit")
 INPUT_PIXELS = Histogram("hndsr_input_pixels", "Input image size in pixels", buckets=PIXEL_BUCKETS)
 TILES = Counter("hndsr_tiles_total", "Tiles processed by the model")
+JOB_SECONDS = Histogram("hndsr_job_seconds", "Scene job run time by final status", ["status"], buckets=JOB_BUCKETS)
+JOB_FAILURES = Counter("hndsr_job_failures_total", "Scene jobs that failed, by reason", ["reason"])
+for _reason in JOB_FAILURE_REASONS:  # every reason exists from the start, so rate() and alerts see zeros
+    JOB_FAILURES.labels(reason=_reason)
 CANCELLED = Counter("hndsr_inference_cancelled_total", "Inferences stopped before the end", ["reason"])
 
 
 def endpoint_label(path: str) -> str:
+    if path.startswith("/jobs/"):  # one label for every job id: ids must not become series
+        return "/jobs/{id}/result" if path.endswith("/result") else "/jobs/{id}"
     return path if path in KNOWN_ENDPOINTS else "other"
+
+
+def job_failure_reason(error_code: str) -> str:
+    """A job's error code as one of the few failure reasons the metric knows."""
+    if error_code in JOB_FAILURE_REASONS:
+        return error_code
+    return "invalid_input" if error_code.startswith(("invalid", "image_too_large")) else "internal_error"
 
 
 def record_response(path: str, status: int, error_type: str | None = None) -> None:

@@ -68,8 +68,11 @@ class RequestMetricsMiddleware:
             metrics.record_response(scope["path"], seen["status"], error)
 
 
+MUTATING_METHODS = frozenset({"POST", "DELETE"})
+
+
 class ApiKeyMiddleware:
-    """With ``API_KEYS`` set, every POST needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+    """With ``API_KEYS`` set, every POST (and DELETE) needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 
     GETs (probes, version, metrics, docs) stay open for orchestrators and Prometheus.
     """
@@ -79,7 +82,7 @@ class ApiKeyMiddleware:
         self.keys = [key.encode() for key in settings.api_keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.keys and scope["type"] == "http" and scope["method"] == "POST" and not self._authorised(scope):
+        if self.keys and scope["type"] == "http" and scope["method"] in MUTATING_METHODS and not self._authorised(scope):
             await send_error(send, ServiceError(401, "unauthorized", "a valid API key is required "
                                                 "(Authorization: Bearer <key> or X-API-Key)"))
             return
@@ -221,28 +224,31 @@ def too_large(limit: int) -> ServiceError:
 
 
 class PayloadSizeMiddleware:
-    """413 for a body over ``max_payload_bytes``: by ``Content-Length`` up front, else as it streams."""
+    """413 for a body over its route's limit (``MAX_PAYLOAD_MB``; ``MAX_JOB_UPLOAD_MB`` for scene uploads to
+    ``/jobs``): by ``Content-Length`` up front, else counted as it streams."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        self.limit = settings.max_payload_bytes
+        self.default_limit = settings.max_payload_bytes
+        self.limits = {"/jobs": settings.max_job_upload_bytes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
             await self.app(scope, receive, send)
             return
+        limit = self.limits.get(scope["path"], self.default_limit)
         length = header(scope, b"content-length")
         if length is not None:
             if not length.isdigit():
                 await send_error(send, ServiceError(400, "invalid_content_length", "Content-Length is not a number"))
-            elif int(length) > self.limit:
-                await send_error(send, too_large(self.limit))
+            elif int(length) > limit:
+                await send_error(send, too_large(limit))
             else:
                 await self.app(scope, receive, send)
             return
-        await self._counted(scope, receive, send)
+        await self._counted(scope, receive, send, limit)
 
-    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         """Stream the body through, cutting it at the limit: the client gets 413, the app a disconnect."""
         state = {"received": 0, "cut": False}
 
@@ -250,9 +256,9 @@ class PayloadSizeMiddleware:
             message = await receive()
             if message["type"] == "http.request" and not state["cut"]:
                 state["received"] += len(message.get("body", b""))
-                if state["received"] > self.limit:
+                if state["received"] > limit:
                     state["cut"] = True
-                    await send_error(send, too_large(self.limit))
+                    await send_error(send, too_large(limit))
                     return {"type": "http.disconnect"}
             return message
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from hndsr_model.pipeline import HNDSRPipeline
 
@@ -98,8 +98,19 @@ class ServiceState:
         }
 
 
-def build_probe_app(state: ServiceState) -> Starlette:
-    """The Starlette app mounted beside BentoML's routes."""
+Gauges = Callable[[], dict[str, tuple[str, float]]]
+
+
+def build_probe_app(state: ServiceState, routes: Sequence[BaseRoute] = (), gauges: Sequence[Gauges] = ()
+                    ) -> Starlette:
+    """The Starlette app mounted beside BentoML's routes: probes, metrics, and the ``routes`` given
+    (the scene jobs); ``gauges`` add scrape-time values to ``/metrics``."""
+
+    def live() -> dict[str, tuple[str, float]]:
+        values = state.live_gauges()
+        for read in gauges:
+            values.update(read())
+        return values
 
     async def health(_: Request) -> Response:
         body: dict[str, Any] = {
@@ -133,7 +144,7 @@ def build_probe_app(state: ServiceState) -> Starlette:
         })
 
     async def metrics_view(_: Request) -> Response:
-        return Response(metrics.render(state.live_gauges), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(metrics.render(live), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return Starlette(routes=[Route("/health", health), Route("/ready", ready), Route("/version", version),
-                             Route("/metrics", metrics_view), *ui_routes(state.settings)])
+                             Route("/metrics", metrics_view), *routes, *ui_routes(state.settings)])

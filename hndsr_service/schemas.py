@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from annotated_types import Ge, Le
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 API_VERSION = "1.0"
 
@@ -18,7 +18,8 @@ Seed = Annotated[int | None, Ge(0), Le(2**32 - 1), Field(
 OutputFormat = Annotated[Literal["png", "jpeg", "webp", "tiff"] | None, Field(
     description="Output file format; null = the Accept header's (on /upscale), else GeoTIFF for a TIFF input "
                 "and PNG otherwise", examples=[None])]
-Bands = Annotated[str | None, Field(
+# BentoML's form parser hands a lone number ("4") over as an int; it is the same band list.
+Bands = Annotated[str | None, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v), Field(
     pattern=r"^[1-9][0-9]{0,4}(,[1-9][0-9]{0,4})*$",
     description="TIFF/GeoTIFF inputs: comma-separated 1-based bands to keep, in output order (e.g. 4,3,2); "
                 "null = all bands", examples=[None])]

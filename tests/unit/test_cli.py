@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
 from PIL import Image
 
-from hndsr_model.cli import main
+from hndsr_client.cli import main
 from tests.conftest import DATA, requires_data, rgb_image
 
 
@@ -32,3 +36,35 @@ def test_real_geotiff(tmp_path: Path) -> None:
     out = tmp_path / "landsat.png"
     assert main(["upscale", str(DATA / "geotiff" / "scene_1_Landsat-8.tif"), str(out), "--scale", "2"]) == 0
     assert Image.open(out).size == (512, 512)
+
+
+def write_geotiff(path: Path, bands: int = 4, size: int = 40) -> None:
+    """A small georeferenced uint16 raster with a nodata corner."""
+    data = (rgb_image(size, size)[..., :1].astype(np.uint16) * 40 + 1).repeat(bands, axis=2).transpose(2, 0, 1)
+    data[:, :4, :4] = 0
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": bands, "dtype": "uint16", "nodata": 0,
+               "crs": "EPSG:32631", "transform": Affine(10, 0, 500_000, 0, -10, 5_000_000)}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+
+
+def test_geotiff_keeps_georeferencing_and_selects_bands(tmp_path: Path) -> None:
+    src, out = tmp_path / "scene.tif", tmp_path / "scene_x2.tif"
+    write_geotiff(src)
+    assert main(["upscale", str(src), str(out), "--scale", "2", "--bands", "3,1"]) == 0
+    with rasterio.open(src) as before, rasterio.open(out) as after:
+        assert after.count == 2 and after.dtypes == ("uint16", "uint16") and after.nodata == 0
+        assert after.crs == before.crs and after.bounds == before.bounds
+        assert after.transform == before.transform * Affine.scale(0.5)
+        assert after.tags()["HNDSR_SOURCE_BANDS"] == "3,1"
+        assert (after.read(1)[:8, :8] == 0).all() and (after.read(1)[8:, 8:] > 0).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif", "scene_x2.tif"]  # no working files left
+
+
+def test_bad_band_selection_exits_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_geotiff(tmp_path / "scene.tif", bands=2)
+    assert main(["upscale", str(tmp_path / "scene.tif"), str(tmp_path / "o.tif"), "--bands", "5"]) == 1
+    assert "asks for band 5" in capsys.readouterr().err
+    assert not (tmp_path / "o.tif").exists()
+    with pytest.raises(SystemExit):
+        main(["upscale", str(tmp_path / "scene.tif"), str(tmp_path / "o.tif"), "--bands", "0,1"])

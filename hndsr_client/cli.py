@@ -1,0 +1,153 @@
+"""The ``hndsr`` command.
+
+    hndsr upscale INPUT OUTPUT --scale 4 [--bands 4,3,2] [--ddim-steps N] [--seed S] [--device cpu|cuda]
+    hndsr submit INPUT OUTPUT --url http://HOST:8000 --scale 4 [--bands 4,3,2] [--api-key KEY]
+
+``upscale`` runs the model here. A TIFF/GeoTIFF INPUT written to a ``.tif``/``.tiff`` OUTPUT becomes a
+georeferenced COG, read and written by windows (any size, bounded memory); any other pair is an image
+file (PNG, JPEG, WebP by OUTPUT's suffix). INPUT may be a folder: OUTPUT is then a folder that gets a
+``.tif`` for every TIFF and a PNG for every other image. ``submit`` sends INPUT to a server as a scene
+job, shows its progress and downloads the result to OUTPUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from hndsr_model.data import ImageDecodeError, list_images, load_rgb
+from hndsr_model.pipeline import HNDSRPipeline
+from hndsr_model.weights import DEFAULT_WEIGHTS, WeightsError
+from hndsr_raster import SceneOptions, SceneUpscaler, is_tiff, open_raster, parse_bands
+
+from .client import HNDSRError, JobsClient
+
+TIFF_SUFFIXES = {".tif", ".tiff"}
+
+
+def is_raster_pair(src: Path, dst: Path) -> bool:
+    with src.open("rb") as head:
+        return is_tiff(head.read(4)) and dst.suffix.lower() in TIFF_SUFFIXES
+
+
+def upscale_file(pipeline: HNDSRPipeline, src: Path, dst: Path, args: argparse.Namespace, show_tiles: bool) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if is_raster_pair(src, dst):
+        with open_raster(src) as raster:
+            upscaler = SceneUpscaler(pipeline, raster, SceneOptions(args.scale, args.ddim_steps, args.seed, args.bands))
+            with tqdm(total=upscaler.tiles_total, desc=src.name, unit="tile", disable=not show_tiles,
+                      leave=False) as bar:
+                upscaler.write(dst, progress=lambda done, _total: bar.update(done - bar.n))
+        return
+    if args.bands:
+        raise ImageDecodeError("--bands applies to a TIFF/GeoTIFF input written to a .tif output")
+    image = load_rgb(src)
+    with tqdm(total=pipeline.count_tiles(*image.shape[:2]), desc=src.name, unit="tile", disable=not show_tiles,
+              leave=False) as bar:
+        result = pipeline.upscale(image, args.scale, args.ddim_steps, args.seed,
+                                  progress=lambda done, _total: bar.update(done - bar.n))
+    Image.fromarray(result.image).save(dst)
+
+
+def folder_output(src: Path, root: Path, out: Path) -> Path:
+    with src.open("rb") as head:
+        suffix = ".tif" if is_tiff(head.read(4)) else ".png"
+    return out / src.relative_to(root).with_suffix(suffix)
+
+
+def run_upscale(args: argparse.Namespace) -> int:
+    if not args.input.exists():
+        print(f"error: {args.input} does not exist", file=sys.stderr)
+        return 2
+    try:
+        pipeline = HNDSRPipeline.from_pretrained(args.weights, device=args.device)
+    except (WeightsError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not args.input.is_dir():
+        try:
+            upscale_file(pipeline, args.input, args.output, args, show_tiles=True)
+        except ImageDecodeError as exc:  # the raster errors are ImageDecodeErrors too
+            print(f"error: {args.input}: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.output}")
+        return 0
+    sources, failed = list_images(args.input), 0
+    for src in tqdm(sources, desc="images", unit="img"):
+        try:
+            upscale_file(pipeline, src, folder_output(src, args.input, args.output), args, False)
+        except ImageDecodeError as exc:
+            failed += 1
+            tqdm.write(f"skipped {src}: {exc}", file=sys.stderr)
+    print(f"wrote {len(sources) - failed} images to {args.output}" + (f", skipped {failed}" if failed else ""))
+    return 1 if failed else 0
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    if not args.input.is_file():
+        print(f"error: {args.input} is not a file", file=sys.stderr)
+        return 2
+    bands = ",".join(map(str, args.bands)) if args.bands else None
+    try:
+        with JobsClient(args.url, api_key=args.api_key) as client:
+            job_id = client.submit(args.input, args.scale, args.ddim_steps, args.seed, bands)
+            print(f"job {job_id} queued", file=sys.stderr)
+            client.wait(job_id, progress=True)
+            client.download(job_id, args.output)
+    except HNDSRError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # connection refused, unreachable host, disk errors
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output}")
+    return 0
+
+
+def band_list(text: str) -> tuple[int, ...]:
+    try:
+        bands = parse_bands(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if bands is None:
+        raise argparse.ArgumentTypeError("give at least one band number")
+    return bands
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--scale", type=int, default=4, choices=range(2, 9), metavar="{2..8}")
+    parser.add_argument("--ddim-steps", type=int, default=0, choices=range(0, 51), metavar="{0..50}")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--bands", type=band_list, default=None, metavar="4,3,2",
+                        help="TIFF/GeoTIFF inputs: 1-based bands to keep, in output order")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hndsr", description="HNDSR satellite image super-resolution")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("upscale", help="super-resolve an image, a GeoTIFF or a folder here")
+    add_model_options(up)
+    up.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    up.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    up.set_defaults(func=run_upscale)
+    submit = sub.add_parser("submit", help="super-resolve a raster on a server as a scene job")
+    add_model_options(submit)
+    submit.add_argument("--url", default="http://127.0.0.1:8000")
+    submit.add_argument("--api-key", default=None, help="when the server sets API_KEYS")
+    submit.set_defaults(func=run_submit)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""A small client for the scene-jobs API: submit a raster, wait for it (with a progress bar), download.
+
+    with JobsClient("http://127.0.0.1:8000") as client:
+        job_id = client.submit("scene.tif", scale_factor=2)
+        client.wait(job_id, progress=True)
+        client.download(job_id, "scene_x2.tif")
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+FAILED = ("failed", "cancelled")
+
+
+class HNDSRError(RuntimeError):
+    """The service answered with its error envelope (or the job ended without a result)."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(f"{status} {error}: {detail}")
+        self.status, self.error, self.detail = status, error, detail
+
+
+class JobsClient:
+    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 60.0) -> None:
+        headers = {"x-api-key": api_key} if api_key else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s)
+
+    def __enter__(self) -> JobsClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.http.close()
+
+    def submit(self, path: str | Path, scale_factor: int = 4, ddim_steps: int = 0, seed: int | None = None,
+               bands: str | None = None) -> str:
+        """Upload a raster (streamed from disk) as a job; returns its id."""
+        fields = {"scale_factor": scale_factor, "ddim_steps": ddim_steps, "seed": seed, "bands": bands}
+        data = {key: str(value) for key, value in fields.items() if value is not None}
+        with Path(path).open("rb") as raster:
+            response = self.http.post("/jobs", data=data, files={"image": (Path(path).name, raster, "image/tiff")})
+        return self._json(response, 202)["job_id"]
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self._json(self.http.get(f"/jobs/{job_id}"), 200)
+
+    def wait(self, job_id: str, progress: bool = False, poll_s: float = 1.0, timeout_s: float | None = None
+             ) -> dict[str, Any]:
+        """Poll until the job finishes; returns its record, raises :class:`HNDSRError` if it failed or was cancelled."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with tqdm(desc=f"job {job_id[:8]}", unit="tile", disable=not progress) as bar:
+            while True:
+                job = self.status(job_id)
+                bar.total = job["progress"]["tiles_total"]
+                bar.update(job["progress"]["tiles_done"] - bar.n)
+                if job["status"] == "succeeded":
+                    return job
+                if job["status"] in FAILED:
+                    error = job["error"] or {"error": job["status"], "detail": f"the job was {job['status']}"}
+                    raise HNDSRError(200, error["error"], error["detail"])
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s:g} s")
+                time.sleep(poll_s)
+
+    def download(self, job_id: str, dest: str | Path) -> Path:
+        """Stream the result to ``dest`` (written beside it first, renamed when complete)."""
+        dest = Path(dest)
+        part = dest.with_name(f".{dest.name}.part")
+        try:
+            with self.http.stream("GET", f"/jobs/{job_id}/result") as response:
+                if response.status_code != 200:
+                    response.read()
+                    self._json(response, 200)
+                with part.open("wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+            part.replace(dest)
+        finally:
+            part.unlink(missing_ok=True)
+        return dest
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        response = self.http.delete(f"/jobs/{job_id}")
+        return self._json(response, response.status_code if response.status_code in (200, 202) else 200)
+
+    @staticmethod
+    def _json(response: httpx.Response, expected: int) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": "http_error", "detail": response.text[:200]}
+        if response.status_code != expected:
+            raise HNDSRError(response.status_code, body.get("error", "http_error"), body.get("detail", ""))
+        return body

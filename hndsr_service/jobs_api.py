@@ -1,0 +1,169 @@
+"""The scene jobs' HTTP routes: ``POST /jobs``, ``GET /jobs/{id}``, ``GET /jobs/{id}/result``, ``DELETE /jobs/{id}``.
+
+Cheap refusals come before the upload is read (draining, model not ready, queue full); the upload's size
+is bounded while it streams by the payload guard (``MAX_JOB_UPLOAD_MB``); the raster header and the free
+disk are checked before a job is queued. Every error is the service's JSON envelope.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from hndsr_model.pipeline import random_seed
+from hndsr_raster import open_raster, parse_bands
+
+from .errors import ServiceError, error_response
+from .job_store import FINISHED, Job, is_job_id, new_job_id
+from .jobs import INPUT_NAME, RESULT_NAME, JobWorker, save_upload
+from .products import image_errors
+from .schemas import DdimSteps, ScaleFactor, Seed
+
+JOB_FIELDS = ("image", "scale_factor", "ddim_steps", "seed", "bands", "output_format")
+QUEUE_RETRY_AFTER_S = 30
+
+
+class JobParams(BaseModel):
+    """The form fields of ``POST /jobs`` besides ``image`` (the same as ``/upscale``'s)."""
+
+    model_config = ConfigDict(extra="forbid")
+    scale_factor: ScaleFactor = 4
+    ddim_steps: DdimSteps = 0
+    seed: Seed = None
+    bands: str | None = None
+    output_format: str = "tiff"
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def enveloped(handler: Handler) -> Handler:
+    """Answer the handler's refusals, and the form parser's, with the service's JSON envelope."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ServiceError as exc:
+            return error_response(exc)
+        except HTTPException as exc:  # Starlette's multipart parser on a malformed body
+            return error_response(ServiceError(422, "invalid_request", f"malformed multipart body: {exc.detail}"))
+        except ClientDisconnect:
+            return error_response(ServiceError(499, "client_closed_request", "the upload stopped before its end"))
+
+    return wrapped
+
+
+def job_routes(worker: JobWorker) -> list[Route]:
+    store = worker.store
+
+    def find(request: Request) -> Job:
+        job_id = request.path_params["job_id"]
+        job = store.get(job_id) if is_job_id(job_id) else None
+        if job is None:
+            raise ServiceError(404, "job_not_found", f"no job {job_id[:64]!r}; job ids are 32 hex characters")
+        return job
+
+    async def submit(request: Request) -> Response:
+        _admit(worker)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ServiceError(415, "unsupported_media_type", "send the raster as multipart/form-data, field image")
+        async with request.form(max_files=1, max_fields=len(JOB_FIELDS)) as form:
+            params = _params({k: v for k, v in form.items() if k != "image"})
+            upload = form.get("image")
+            if not isinstance(upload, UploadFile):
+                raise ServiceError(422, "invalid_request", "the multipart field image (a raster file) is required")
+            job = await anyio.to_thread.run_sync(_create, worker, upload, params)
+        worker.wakeup.set()
+        body = {"job_id": job.id, "status": job.status, "status_url": f"/jobs/{job.id}",
+                "result_url": f"/jobs/{job.id}/result"}
+        return JSONResponse(body, status_code=202, headers={"location": body["status_url"]})
+
+    async def status(request: Request) -> Response:
+        return JSONResponse(find(request).to_json())
+
+    async def result(request: Request) -> Response:
+        job = find(request)
+        path = store.job_dir(job.id) / RESULT_NAME
+        if job.status not in FINISHED:
+            raise ServiceError(409, "job_not_finished", f"job is {job.status}; the result exists once it succeeds")
+        if job.status != "succeeded":
+            raise ServiceError(409, "job_has_no_result", f"job {job.status}; it has no result")
+        if job.expired or not path.exists():
+            raise ServiceError(410, "result_expired", "the result was deleted (expired or removed)")
+        return FileResponse(path, media_type="image/tiff", filename=f"hndsr-{job.id}.tif")
+
+    async def delete(request: Request) -> Response:
+        job = find(request)
+        if job.status in FINISHED:
+            await anyio.to_thread.run_sync(shutil.rmtree, store.job_dir(job.id), True)
+            store.mark_expired(job.id)
+            return JSONResponse(store.get(job.id).to_json())  # type: ignore[union-attr]
+        job = worker.cancel(job.id)
+        return JSONResponse(job.to_json(), status_code=200 if job.status == "cancelled" else 202)  # type: ignore[union-attr]
+
+    return [Route("/jobs", enveloped(submit), methods=["POST"]),
+            Route("/jobs/{job_id}", enveloped(status), methods=["GET"]),
+            Route("/jobs/{job_id}", enveloped(delete), methods=["DELETE"]),
+            Route("/jobs/{job_id}/result", enveloped(result), methods=["GET", "HEAD"])]
+
+
+def _admit(worker: JobWorker) -> None:
+    state, settings = worker.state, worker.state.settings
+    if state.draining:
+        raise ServiceError(503, "draining", "the service is shutting down; retry shortly", retry_after=5)
+    if not state.ready:
+        raise ServiceError(503, "model_unavailable", state.not_ready_reason(), retry_after=30)
+    waiting = worker.store.count("queued", "running")
+    if waiting >= settings.max_queued_jobs:
+        raise ServiceError(503, "jobs_queue_full", f"{waiting} jobs queued or running (limit "
+                           f"{settings.max_queued_jobs}); retry later", retry_after=QUEUE_RETRY_AFTER_S)
+
+
+def _params(fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(fields) - set(JOB_FIELDS))
+    if unknown:
+        raise ServiceError(422, "invalid_request", f"unknown field{'s' if len(unknown) > 1 else ''}: "
+                           f"{', '.join(unknown)}; accepted: {', '.join(JOB_FIELDS)}")
+    try:
+        params = JobParams.model_validate({k: v for k, v in fields.items() if v != ""}).model_dump()
+        params["bands"] = parse_bands(params["bands"])
+    except ValidationError as exc:
+        raise ServiceError(422, "invalid_request", "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    except ValueError as exc:
+        raise ServiceError(422, "invalid_request", str(exc)) from None
+    if params["output_format"] != "tiff":
+        raise ServiceError(422, "invalid_request", "jobs produce a Cloud-Optimized GeoTIFF (output_format tiff); "
+                           "use /upscale for png, jpeg or webp")
+    if params["ddim_steps"] and params["seed"] is None:
+        params["seed"] = random_seed()  # fixed now, so a job run again after a restart makes the same bytes
+    return params
+
+
+def _create(worker: JobWorker, upload: UploadFile, params: dict[str, Any]) -> Job:
+    """Store the upload, check the raster and the disk, queue the job; on any refusal nothing stays on disk."""
+    store = worker.store
+    job_id = new_job_id()
+    folder = store.job_dir(job_id)
+    try:
+        save_upload(upload, folder / INPUT_NAME)
+        with image_errors(), open_raster(folder / INPUT_NAME) as src:
+            upscaler = worker.upscaler(job_id, src, params)
+            needed, free = 2 * upscaler.output_bytes_estimate(), shutil.disk_usage(folder).free
+            if needed > free:
+                raise ServiceError(507, "insufficient_storage", f"the result needs up to {needed / 2**30:.1f} GiB "
+                                   f"of disk while it is written; {free / 2**30:.1f} GiB is free")
+            return store.create(job_id, params, upscaler.describe_input(), upscaler.describe_output(),
+                                upscaler.tiles_total)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise

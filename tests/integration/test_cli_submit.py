@@ -1,0 +1,55 @@
+"""``hndsr submit`` and the Python jobs client against the real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import rasterio
+from affine import Affine
+
+from hndsr_client import HNDSRError, JobsClient
+from hndsr_client.cli import main
+from tests.integration.server import Server
+from tests.unit.test_cli import write_geotiff
+
+pytestmark = pytest.mark.integration
+KEY = "submit-test-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def server(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    work = tmp_path_factory.mktemp("submit")
+    server = Server({"JOBS_DIR": str(work / "jobs"), "API_KEYS": KEY}, work / "server.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_submit_downloads_a_georeferenced_result(server: Server, tmp_path: Path) -> None:
+    src, out = tmp_path / "scene.tif", tmp_path / "scene_x2.tif"
+    write_geotiff(src, bands=3)
+    assert main(["submit", str(src), str(out), "--url", server.url, "--scale", "2", "--api-key", KEY]) == 0
+    with rasterio.open(src) as before, rasterio.open(out) as after:
+        assert after.transform == before.transform * Affine.scale(0.5) and after.crs == before.crs
+        assert (after.count, after.dtypes[0], after.nodata) == (3, "uint16", 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif", "scene_x2.tif"]
+
+
+def test_client_reports_the_services_errors(server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                            ) -> None:
+    src = tmp_path / "scene.tif"
+    write_geotiff(src, bands=2)
+    assert main(["submit", str(src), str(tmp_path / "o.tif"), "--url", server.url]) == 1
+    assert "401 unauthorized" in capsys.readouterr().err
+    with JobsClient(server.url, api_key=KEY) as client:
+        with pytest.raises(HNDSRError) as refused:
+            client.submit(src, bands="3")
+        assert refused.value.status == 422 and "asks for band 3" in refused.value.detail
+        with pytest.raises(HNDSRError) as missing:
+            client.status("0" * 32)
+        assert missing.value.status == 404
+    assert not (tmp_path / "o.tif").exists()

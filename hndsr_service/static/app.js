@@ -207,10 +207,13 @@
     return best;
   }
 
-  async function decodeTiff(blob, stretch) {
+  // `source`: a Blob (a chosen file, a downloaded result) or the URL of a result too large to download here.
+  async function decodeTiff(source, stretch) {
     if (typeof GeoTIFF === "undefined") throw new Error("the TIFF decoder (geotiff.js) did not load");
-    // A large file is read by parts (only what the quick-look needs), a small one at once.
-    const tiff = await (blob.size > 100e6 ? GeoTIFF.fromBlob(blob) : GeoTIFF.fromArrayBuffer(await blob.arrayBuffer()));
+    // A large file is read by parts (only what the quick-look needs: by HTTP ranges for a URL), a small one at once.
+    const tiff = await (typeof source === "string"
+      ? GeoTIFF.fromUrl(source, { headers: apiHeaders(), allowFullFile: true })
+      : source.size > 100e6 ? GeoTIFF.fromBlob(source) : GeoTIFF.fromArrayBuffer(await source.arrayBuffer()));
     const image = await tiff.getImage();
     const width = image.getWidth();
     const height = image.getHeight();
@@ -404,7 +407,7 @@
     }
     clearError();
     resetResult();
-    busy = { controller: new AbortController(), jobUrl: null };
+    busy = { controller: new AbortController(), jobUrl: null, resultUrl: null };
     el.run.disabled = true;
     el.cancel.hidden = false;
     el.run.setAttribute("aria-busy", "true");
@@ -436,7 +439,7 @@
       }
       if (!response.ok) throw await apiError(response);
       setStatus("Drawing the result…", null);
-      await showResult(response, (performance.now() - started) / 1000);
+      await showResult(response, (performance.now() - started) / 1000, busy.resultUrl);
     } catch (err) {
       reportError(err);
     } finally {
@@ -491,9 +494,14 @@
       }
     }
     busy.jobUrl = null;
+    busy.resultUrl = resultUrl;
     setStatus("Job done: fetching the result…", 1);
     return fetch(resultUrl, { headers: apiHeaders(), signal });
   }
+
+  // A result larger than this is not downloaded into the page: its quick-look is read by HTTP ranges (a COG's
+  // overviews) and the download link points at the service.
+  const WHOLE_RESULT_MAX_BYTES = 256 * 1024 * 1024;
 
   el.cancel.addEventListener("click", () => {
     if (!busy) return;
@@ -502,23 +510,37 @@
   });
 
   // ---------------------------------------------------------------- showing the result
-  async function showResult(response, seconds) {
+  // `resultUrl`: where a job's result lives (a synchronous result exists only in `response`).
+  async function showResult(response, seconds, resultUrl) {
     const contentType = (response.headers.get("content-type") || "").split(";")[0].trim().toLowerCase();
-    const blob = await response.blob();
-    const downloadUrl = URL.createObjectURL(blob);
+    const length = Number(response.headers.get("content-length")) || 0;
+    const remote = Boolean(resultUrl) && isTiffType(contentType) && length > WHOLE_RESULT_MAX_BYTES;
+    let source;
+    let downloadUrl;
+    if (remote) {
+      response.body?.cancel();
+      source = resultUrl;
+      downloadUrl = resultUrl;
+    } else {
+      source = await response.blob();
+      downloadUrl = URL.createObjectURL(source);
+    }
+    const size = remote ? length : source.size;
     let url = downloadUrl;
+    let width = 0;
+    let height = 0;
     let note = "";
     if (isTiffType(contentType)) {
       const stretch = input.tiff && input.tiff.stretch;
-      const tiff = await decodeTiff(blob, stretch);
-      url = tiff.url;
+      const tiff = await decodeTiff(source, stretch);
+      ({ url, width, height } = tiff);
       note = `${tiff.bands} band${tiff.bands > 1 ? "s" : ""} ${tiff.dtype}${tiff.crs ? ` · ${tiff.crs}` : ""}`
         + `${tiff.reduced ? " · preview reduced" : ""}`;
     }
     result = { url, downloadUrl, contentType };
     await waitForImage(el.after, url);
-    const width = el.after.naturalWidth;
-    const height = el.after.naturalHeight;
+    width = width || el.after.naturalWidth; // a reduced preview is still shown at the output's size
+    height = height || el.after.naturalHeight;
     el.viewer.classList.remove("before-only", "empty");
     setOutputSize(width, height, view.fit);
 
@@ -531,14 +553,14 @@
     label.className = "download-name";
     label.textContent = name;
     el.download.replaceChildren(document.createTextNode("Download "), label);
-    el.download.title = `${name}, ${fmtBytes(blob.size)}`;
+    el.download.title = `${name}, ${fmtBytes(size)}`;
     el.download.setAttribute("aria-disabled", "false");
     el.download.removeAttribute("tabindex");
 
     const modelMs = Number(response.headers.get("x-hndsr-latency-ms"));
     const rows = [
       ["Output", `${fmtInt(width)} × ${fmtInt(height)} px`],
-      ["Format", `${contentType || "unknown"} · ${fmtBytes(blob.size)}${note ? ` · ${note}` : ""}`],
+      ["Format", `${contentType || "unknown"} · ${fmtBytes(size)}${note ? ` · ${note}` : ""}`],
       ["Time", modelMs ? `${(modelMs / 1000).toFixed(2)} s model · ${seconds.toFixed(1)} s total`
         : `${seconds.toFixed(1)} s`],
     ];
@@ -546,12 +568,13 @@
       rows.push(["Seed", response.headers.get("x-hndsr-seed")]);
     }
     if (response.headers.get("x-request-id")) rows.push(["Request", response.headers.get("x-request-id")]);
+    if (resultUrl) rows.push(["Job", resultUrl.split("/")[2] || resultUrl]);
     el.resultInfo.replaceChildren(...rows.flatMap(([k, v]) => {
       const dt = document.createElement("dt");
       const dd = document.createElement("dd");
       dt.textContent = k;
       dd.textContent = v;
-      if (k === "Request") dd.className = "mono";
+      if (k === "Request" || k === "Job") dd.className = "mono";
       return [dt, dd];
     }));
     el.resultInfo.hidden = false;

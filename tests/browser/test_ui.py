@@ -1,5 +1,6 @@
 """The web page at /ui against the real server, in a real browser: real images at x2 and x4, the split,
-zoom, download, a TIFF input, a 413 in words and a phone-sized screen. Screenshots go to docs/ui/."""
+zoom, download, TIFF inputs, a raster beyond the synchronous limit as a job, a 413 and a 422 in words and a
+phone-sized screen. Screenshots go to docs/ui/."""
 
 from __future__ import annotations
 
@@ -19,14 +20,16 @@ from tests.integration.server import Server
 
 pytestmark = [pytest.mark.integration, requires_data("rsscn7", "val"), requires_data("geotiff")]
 
-# 400x400 RSSCN7 images fit under 200,000 pixels, the 768x768 Sentinel-2 scene does not: a real 413.
-# MAX_JOB_PIXELS keeps it a 413 where the service also has the jobs API.
+# 400x400 RSSCN7 images fit under 200,000 pixels; the 768x768 Sentinel-2 scene does not, so it runs as a job
+# (up to 1,000,000 pixels); the 2658x2667 public raster is beyond both: a real 413.
 LIMIT = 200_000
-ENV = {"MAX_IMAGE_PIXELS": str(LIMIT), "MAX_JOB_PIXELS": str(LIMIT), "RATE_LIMIT_PER_HOUR": "1000"}
+JOB_LIMIT = 1_000_000
+ENV = {"MAX_IMAGE_PIXELS": str(LIMIT), "MAX_JOB_PIXELS": str(JOB_LIMIT), "RATE_LIMIT_PER_HOUR": "1000"}
 PHOTO = DATA / "rsscn7" / "val" / "fResident" / "f001.jpg"
 GEOTIFF = DATA / "geotiff" / "scene_1_Landsat-8.tif"
 FLOAT_TIFF = DATA / "geotiff" / "spacenet_ms1_4band_float64.tif"
-OVERSIZED = DATA / "geotiff" / "scene_1_Sentinel-2.tif"
+SCENE = DATA / "geotiff" / "scene_1_Sentinel-2.tif"
+OVERSIZED = DATA / "geotiff" / "public" / "image_north.tif"
 RESULT_TIMEOUT_MS = 180_000
 
 
@@ -181,6 +184,30 @@ def test_geotiff_inputs_are_drawn_and_upscaled(opened: tuple[Any, PageLog], tmp_
     assert log.console_errors == []
 
 
+def test_raster_beyond_the_sync_limit_runs_as_a_job(opened: tuple[Any, PageLog], tmp_path: Path) -> None:
+    page, log = opened
+    choose(page, SCENE)
+    page.select_option("#scale", "2")
+    page.click("#run")
+    seen: set[str] = set()
+    while page.locator("#result-info").is_hidden() and page.locator("#error").is_hidden():
+        status = page.locator("#status").inner_text()
+        if re.search(r"tiles [1-9]", status) and not any(re.search(r"tiles [1-9]", text) for text in seen):
+            page.wait_for_timeout(400)  # the bar's width transition
+            shot(page, "7-job-progress")
+        seen.add(status)
+        page.wait_for_timeout(100)
+    assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+    assert any(re.search(r"tiles \d+ / \d+", text) for text in seen), seen
+    assert page.locator("#after").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1536, 1536]
+    info = page.locator("#result-info").inner_text()
+    assert "image/tiff" in info and "EPSG:4326" in info and "Job" in info
+    saved = download(page, tmp_path)
+    assert saved.name == "scene_1_Sentinel-2_x2.tif" and Image.open(saved).size == (1536, 1536)
+    assert log.console_errors == []
+
+
+@requires_data("geotiff", "public", "image_north.tif")
 def test_oversized_image_shows_the_413(opened: tuple[Any, PageLog]) -> None:
     page, log = opened
     choose(page, OVERSIZED)
@@ -189,10 +216,10 @@ def test_oversized_image_shows_the_413(opened: tuple[Any, PageLog]) -> None:
     error = page.locator("#error")
     error.wait_for(timeout=RESULT_TIMEOUT_MS)
     text = error.inner_text()
-    assert text.startswith("413") and "200,000" in text, text
+    assert text.startswith("413") and "1,000,000" in text, text
     assert page.locator("#run").is_enabled() and page.locator("#after").get_attribute("src") is None
     assert page.locator("#download").get_attribute("aria-disabled") == "true"
-    shot(page, "7-error-413")
+    shot(page, "8-error-413")
     # The only console lines are Chromium's own notes of the refused requests.
     assert all(re.match(r"Failed to load resource: .* (404|413)", line) for line in log.console_errors), \
         log.console_errors
@@ -220,5 +247,5 @@ def test_phone_sized_viewport(opened: tuple[Any, PageLog]) -> None:
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
     viewer = page.locator("#viewer").bounding_box()
     assert viewer["width"] <= 390 and viewer["height"] >= 300
-    shot(page, "8-phone", full_page=True)
+    shot(page, "9-phone", full_page=True)
     assert log.console_errors == []

@@ -9,6 +9,7 @@ tiles_total / fraction``, ``GET /jobs/<id>/result`` (a GeoTIFF), ``DELETE /jobs/
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
 import uuid
@@ -53,6 +54,8 @@ class StandIn:
         self.calls: list[str] = []
         self.finish_jobs = True
         self.jobs_documented = True
+        self.jobs_enabled = True
+        self.upscale_limit: int | None = None
         settings = Settings(max_image_pixels=100_000, max_payload_mb=0.5, api_keys=(KEY,))
         self.app = Starlette(routes=[
             *ui_routes(settings),
@@ -79,11 +82,18 @@ class StandIn:
         if not self.authorised(request):
             return self.unauthorised()
         form = await request.form()
-        body = upscaled_tiff(await form["image"].read(), int(form["scale_factor"]))
+        data = await form["image"].read()
+        pixels = int(np.prod(tifffile.TiffFile(io.BytesIO(data)).pages[0].shape[:2]))
+        if self.upscale_limit is not None and pixels > self.upscale_limit:
+            return JSONResponse({"error": "image_too_large", "detail": f"{pixels:,} pixels; the limit is "
+                                 f"{self.upscale_limit:,}"}, status_code=413)
+        body = upscaled_tiff(data, int(form["scale_factor"]))
         return Response(body, media_type="image/tiff", headers={"x-hndsr-latency-ms": "12.5"})
 
     async def submit(self, request: Request) -> Response:
         self.calls.append("POST /jobs")
+        if not self.jobs_enabled:
+            return Response("Not Found", status_code=404)
         if not self.authorised(request):
             return self.unauthorised()
         form = await request.form()
@@ -136,6 +146,8 @@ def page(browser: Any, stand_in: tuple[StandIn, str]) -> Iterator[Any]:
     service.calls.clear()
     service.finish_jobs = True
     service.jobs_documented = True
+    service.jobs_enabled = True
+    service.upscale_limit = None
     context = browser.new_context(accept_downloads=True, viewport=DESKTOP)
     page = context.new_page()
     log = PageLog()
@@ -145,7 +157,7 @@ def page(browser: Any, stand_in: tuple[StandIn, str]) -> Iterator[Any]:
     yield page
     context.close()
     assert log.outside(url) == []
-    assert all(line.startswith("Failed to load resource: the server responded with a status of 401")
+    assert all(re.match(r"Failed to load resource: the server responded with a status of (401|404|413)", line)
                for line in log.console_errors), log.console_errors
 
 
@@ -249,3 +261,20 @@ def test_file_over_the_payload_limit_is_not_sent_without_jobs(page: Any, stand_i
     page.locator("#error").wait_for()
     assert page.locator("#error").inner_text().startswith("413 · payload too large")
     assert service.calls == []
+
+
+def test_sync_413_without_jobs_shows_the_413(page: Any, stand_in: tuple[StandIn, str], tmp_path: Path) -> None:
+    """A service that has no /jobs: the page tries it after /upscale's 413, then shows that 413."""
+    service, _ = stand_in
+    service.jobs_documented = False
+    service.jobs_enabled = False
+    service.upscale_limit = 1000
+    page.reload()
+    page.locator("#service-state.ready").wait_for()
+    page.fill("#api-key", KEY)
+    page.set_input_files("#file", str(small_geotiff(tmp_path)))  # 2,700 pixels
+    page.locator("#run:enabled").wait_for()
+    page.click("#run")
+    page.locator("#error").wait_for()
+    assert page.locator("#error").inner_text() == "413 · image too large\n2,700 pixels; the limit is 1,000"
+    assert service.calls == ["POST /upscale", "POST /jobs"]

@@ -18,9 +18,9 @@ Seed = Annotated[int | None, Ge(0), Le(2**32 - 1), Field(
 OutputFormat = Annotated[Literal["png", "jpeg", "webp", "tiff"] | None, Field(
     description="Output file format; null = the Accept header's (on /upscale), else GeoTIFF for a TIFF input "
                 "and PNG otherwise", examples=[None])]
+BandList = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,4}(,[1-9][0-9]{0,4})*$")]
 # BentoML's form parser hands a lone number ("4") over as an int; it is the same band list.
-Bands = Annotated[str | None, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v), Field(
-    pattern=r"^[1-9][0-9]{0,4}(,[1-9][0-9]{0,4})*$",
+Bands = Annotated[BandList | None, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v), Field(
     description="TIFF/GeoTIFF inputs: comma-separated 1-based bands to keep, in output order (e.g. 4,3,2); "
                 "null = all bands", examples=[None])]
 Base64Image = Annotated[str, Field(

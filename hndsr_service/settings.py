@@ -32,7 +32,6 @@ class Settings:
     max_output_pixels: int = 67_108_864
     max_concurrent: int = 4
     request_timeout_s: float = 30.0
-    inference_timeout_s: float = 300.0
     drain_timeout_s: float = 30.0
     tile_size: int = 256
     tile_overlap: int = 16
@@ -99,7 +98,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_output_pixels=_parse(env, "MAX_OUTPUT_PIXELS", d.max_output_pixels, *positive_int),
         max_concurrent=_parse(env, "MAX_CONCURRENT", d.max_concurrent, *positive_int),
         request_timeout_s=_parse(env, "REQUEST_TIMEOUT_S", d.request_timeout_s, *positive_float),
-        inference_timeout_s=_parse(env, "INFERENCE_TIMEOUT_S", d.inference_timeout_s, *positive_float),
         drain_timeout_s=_parse(env, "DRAIN_TIMEOUT_S", d.drain_timeout_s, *positive_float),
         tile_size=tile_size,
         tile_overlap=_parse(env, "TILE_OVERLAP", d.tile_overlap, int, lambda v: 0 <= v < tile_size // 2,

@@ -191,7 +191,7 @@ def test_rate_limit_429(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_inference_timeout_stops_the_model(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with service_client(monkeypatch, INFERENCE_TIMEOUT_S="0.05", TILE_SIZE="32", TILE_OVERLAP="4") as c:
+    with service_client(monkeypatch, REQUEST_TIMEOUT_S="0.05", TILE_SIZE="32", TILE_OVERLAP="4") as c:
         response = c.post("/infer", json={"image": b64(encode(rgb_image(256, 256))), "scale_factor": 4})
         assert_error(response, 504, "inference_timeout")
         assert 'hndsr_inference_cancelled_total{reason="timeout"}' in c.get("/metrics").text

@@ -394,7 +394,8 @@
       || pixels * scale * scale > config.max_output_pixels;
   }
 
-  const JOB_WORTHY = new Set(["image_too_large", "output_too_large", "payload_too_large"]);
+  // The synchronous API's answers that mean "this is work for a scene job" (413s, and 504 past the deadline).
+  const JOB_WORTHY = new Set(["image_too_large", "output_too_large", "payload_too_large", "inference_timeout"]);
   const NO_JOBS = new Set([404, 405]);
 
   async function run() {
@@ -430,10 +431,11 @@
       } else {
         response = await viaUpscale();
         if (!response.ok) {
-          // Too large for the synchronous API: a job, where the service has them; else the service's answer.
+          // Too large or too long for the synchronous API: a job, where the service has them; else its answer.
           const err = await apiError(response);
-          if (err.status !== 413 || !JOB_WORTHY.has(err.code)) throw err;
-          response = await viaJob();
+          if (!JOB_WORTHY.has(err.code)) throw err;
+          response = await viaJob(err.code === "inference_timeout"
+            ? "The synchronous request ran out of time: continuing as a job…" : undefined);
           if (response === null) throw err;
         }
       }
@@ -462,8 +464,8 @@
 
   // A job (POST /jobs -> 202 {job_id, status_url, result_url}); polls GET status_url for tiles done / total.
   // Returns the result's response, or null when this service has no jobs API.
-  async function viaJob() {
-    setStatus("The image is beyond the synchronous limit: submitting it as a job…", null);
+  async function viaJob(why = "The image is beyond the synchronous limits: submitting it as a job…") {
+    setStatus(why, null);
     const signal = busy.controller.signal;
     const submitted = await fetch("/jobs", { method: "POST", body: formData(), headers: apiHeaders(), signal });
     if (NO_JOBS.has(submitted.status)) return null;

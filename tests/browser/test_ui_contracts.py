@@ -56,6 +56,7 @@ class StandIn:
         self.jobs_documented = True
         self.jobs_enabled = True
         self.upscale_limit: int | None = None
+        self.upscale_times_out = False
         settings = Settings(max_image_pixels=100_000, max_payload_mb=0.5, api_keys=(KEY,))
         self.app = Starlette(routes=[
             *ui_routes(settings),
@@ -84,6 +85,9 @@ class StandIn:
         form = await request.form()
         data = await form["image"].read()
         pixels = int(np.prod(tifffile.TiffFile(io.BytesIO(data)).pages[0].shape[:2]))
+        if self.upscale_times_out:
+            return JSONResponse({"error": "inference_timeout", "detail": "the request did not finish within 30 s"},
+                                status_code=504)
         if self.upscale_limit is not None and pixels > self.upscale_limit:
             return JSONResponse({"error": "image_too_large", "detail": f"{pixels:,} pixels; the limit is "
                                  f"{self.upscale_limit:,}"}, status_code=413)
@@ -148,6 +152,7 @@ def page(browser: Any, stand_in: tuple[StandIn, str]) -> Iterator[Any]:
     service.jobs_documented = True
     service.jobs_enabled = True
     service.upscale_limit = None
+    service.upscale_times_out = False
     context = browser.new_context(accept_downloads=True, viewport=DESKTOP)
     page = context.new_page()
     log = PageLog()
@@ -157,7 +162,7 @@ def page(browser: Any, stand_in: tuple[StandIn, str]) -> Iterator[Any]:
     yield page
     context.close()
     assert log.outside(url) == []
-    assert all(re.match(r"Failed to load resource: the server responded with a status of (401|404|413)", line)
+    assert all(re.match(r"Failed to load resource: the server responded with a status of (401|404|413|504)", line)
                for line in log.console_errors), log.console_errors
 
 
@@ -278,3 +283,17 @@ def test_sync_413_without_jobs_shows_the_413(page: Any, stand_in: tuple[StandIn,
     page.locator("#error").wait_for()
     assert page.locator("#error").inner_text() == "413 · image too large\n2,700 pixels; the limit is 1,000"
     assert service.calls == ["POST /upscale", "POST /jobs"]
+
+
+def test_sync_deadline_continues_as_a_job(page: Any, stand_in: tuple[StandIn, str], tmp_path: Path) -> None:
+    """504 inference_timeout: the work is longer than a synchronous request may take, so it becomes a job."""
+    service, _ = stand_in
+    service.upscale_times_out = True
+    page.fill("#api-key", KEY)
+    page.set_input_files("#file", str(small_geotiff(tmp_path)))
+    page.locator("#run:enabled").wait_for()
+    page.select_option("#scale", "2")
+    page.click("#run")
+    page.locator("#result-info").wait_for(timeout=30_000)
+    assert page.locator("#after").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [120, 90]
+    assert service.calls[:2] == ["POST /upscale", "POST /jobs"] and service.calls[-1] == "GET /jobs/<id>/result"

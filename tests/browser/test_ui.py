@@ -16,7 +16,7 @@ from PIL import Image
 
 from tests.browser.conftest import DESKTOP, PHONE, PageLog, shot
 from tests.conftest import DATA, requires_data
-from tests.integration.server import Server
+from tests.integration.server import Server, serving
 
 pytestmark = [pytest.mark.integration, requires_data("rsscn7", "val"), requires_data("geotiff")]
 
@@ -38,12 +38,8 @@ RESULT_TIMEOUT_MS = 180_000
 @pytest.fixture(scope="module")
 def server(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("ui_server")
-    srv = Server({**ENV, "JOBS_DIR": str(folder / "jobs")}, folder / "server.log")
-    try:
-        srv.wait_ready()
+    with serving({**ENV, "JOBS_DIR": str(folder / "jobs")}, folder / "server.log") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from rasterio.enums import ColorInterp
 from rasterio.io import MemoryFile
 
 from tests.conftest import encode, rgb_image
-from tests.integration.server import Server
+from tests.integration.server import Server, serving
 from tests.rasters import NORTH_UP, UTM, smooth, upsample, write_raster
 
 pytestmark = pytest.mark.integration
@@ -31,12 +31,8 @@ ENV = {"RATE_LIMIT_PER_HOUR": "1000", "REQUEST_TIMEOUT_S": "300"}
 @pytest.fixture(scope="module")
 def server(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("geotiff_api")
-    srv = Server({**ENV, "JOBS_DIR": str(folder / "jobs")}, folder / "server.log")
-    try:
-        srv.wait_ready()
+    with serving({**ENV, "JOBS_DIR": str(folder / "jobs")}, folder / "server.log") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

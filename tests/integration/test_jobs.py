@@ -24,7 +24,7 @@ from affine import Affine
 from rasterio.io import MemoryFile
 
 from tests.conftest import encode, rgb_image
-from tests.integration.server import Server
+from tests.integration.server import Server, serving
 from tests.rasters import NORTH_UP, UTM, psnr, smooth, write_raster
 
 pytestmark = pytest.mark.integration
@@ -42,12 +42,8 @@ def jobs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(bentoml_home: Path, jobs_dir: Path) -> Iterator[Server]:
-    srv = Server({**ENV, "JOBS_DIR": str(jobs_dir)}, jobs_dir.parent / "jobs-server.log")
-    try:
-        srv.wait_ready()
+    with serving({**ENV, "JOBS_DIR": str(jobs_dir)}, jobs_dir.parent / "jobs-server.log") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -167,7 +167,7 @@ class HNDSRPipeline:
                 if progress:
                     progress(index, total)
             done = ((rows[r + 1] if r + 1 < len(rows) else y + th) - y) * scale
-            yield y * scale, band[:3, :done] / band[3:, :done]
+            yield y * scale, band[:3, :done].div_(band[3:, :done])  # in place: the carried rows are not touched
             carry = band[:, done:]
 
     def _blend_weight(self, y: int, x: int, th: int, tw: int, height: int, width: int, scale: int) -> torch.Tensor:

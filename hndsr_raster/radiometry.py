@@ -29,12 +29,15 @@ class BandStats:
 
     def denormalise(self, values: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """Back to the band's units and dtype, rounded for integers, clipped to the dtype's range."""
-        restored = values * np.float32(self.high - self.low) + np.float32(self.low)
+        restored = values * np.float32(self.high - self.low)  # in place from here: rows of a scene are large
+        restored += np.float32(self.low)
         if np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
-            return np.clip(np.rint(restored), info.min, info.max).astype(dtype)
-        info = np.finfo(dtype)
-        return np.clip(restored, info.min, info.max).astype(dtype)
+            np.rint(restored, out=restored)
+        else:
+            info = np.finfo(dtype)
+        np.clip(restored, info.min, info.max, out=restored)
+        return restored.astype(dtype)
 
 
 def scene_stats(src: DatasetReader, bands: tuple[int, ...]) -> dict[int, BandStats]:

@@ -153,9 +153,10 @@ class SceneUpscaler:
         def read_rows(y0: int, y1: int) -> torch.Tensor:
             window = Window(0, y0, src.width, y1 - y0)
             raw = src.read(list(group.source), window=window, out_dtype="float32")
-            valid = self._valid(window)
+            valid = self._valid(window, group.source)
             lr = np.stack([st.normalise(band) for st, band in zip(stats, raw, strict=True)])
-            lr[:, ~valid] = np.array([st.fill for st in stats], np.float32)[:, None]
+            for band, band_valid, st in zip(lr, valid, stats, strict=True):
+                band[~band_valid] = st.fill
             return torch.from_numpy(np.repeat(lr, 3, axis=0) if group.kind == "mono" else lr)
 
         def progress(done: int, _total: int) -> None:
@@ -192,15 +193,15 @@ class SceneUpscaler:
         """Write HR rows; pixels whose source pixel is nodata (or masked) become nodata (or masked)."""
         s = self.options.scale
         lr_window = Window(0, window.row_off // s, self.src.width, window.height // s)
-        valid = self._valid(lr_window).repeat(s, axis=0).repeat(s, axis=1)
+        valid = self._valid(lr_window, group.source).repeat(s, axis=1).repeat(s, axis=2)
         if self.src.nodata is not None:
             _keep_off_nodata(out, valid, self.src.nodata)
-            out[:, ~valid] = self.src.nodata
+            out[~valid] = self.src.nodata
         elif self.dtype.kind == "f":
-            out[:, ~valid] = np.nan
+            out[~valid] = np.nan
         dst.write(out, indexes=list(group.target), window=window)
         if group is self.plan.groups[0] and self._has_mask:
-            dst.write_mask(valid.astype(np.uint8) * 255, window=window)
+            dst.write_mask(valid.all(axis=0).astype(np.uint8) * 255, window=window)
 
     @property
     def _has_mask(self) -> bool:
@@ -208,12 +209,12 @@ class SceneUpscaler:
         return self.src.nodata is None and any(
             MaskFlags.per_dataset in flags or MaskFlags.alpha in flags for flags in self.src.mask_flag_enums)
 
-    def _valid(self, window: Window) -> np.ndarray:
-        """``(h, w)`` bool: every selected band has a value there (not nodata, not masked, finite)."""
-        bands = list(self.plan.source)
-        valid = self.src.read_masks(bands, window=window).min(axis=0) > 0
+    def _valid(self, window: Window, bands: tuple[int, ...]) -> np.ndarray:
+        """``(bands, h, w)`` bool: each band has a value there (not its nodata, not masked, finite); like
+        GDAL's per-band masks, one band's nodata does not void the others'."""
+        valid = self.src.read_masks(list(bands), window=window) > 0
         if self.dtype.kind == "f":
-            valid &= np.isfinite(self.src.read(bands, window=window)).all(axis=0)
+            valid &= np.isfinite(self.src.read(list(bands), window=window))
         return valid
 
     # -- the product's description ----------------------------------------------------------------
@@ -252,7 +253,7 @@ def _keep_off_nodata(out: np.ndarray, valid: np.ndarray, nodata: float) -> None:
     towards the data, so that no valid pixel reads as nodata."""
     if np.isnan(nodata):
         return
-    hits = (out == nodata) & valid
+    hits = (out == nodata) & valid  # out and valid: (bands, h, w)
     if not hits.any():
         return
     if out.dtype.kind == "f":
@@ -262,7 +263,10 @@ def _keep_off_nodata(out: np.ndarray, valid: np.ndarray, nodata: float) -> None:
 
 
 def _check_source(src: DatasetReader, max_pixels: int | None, max_bands: int | None) -> None:
-    check_pixels(src.width, src.height, max_pixels)
+    try:
+        check_pixels(src.width, src.height, max_pixels)
+    except ImageTooLarge as exc:
+        raise RasterTooLarge(str(exc)) from None
     if src.count < 1:
         raise RasterError("raster has no bands")
     if max_bands is not None and src.count > max_bands:
@@ -273,7 +277,8 @@ def _check_source(src: DatasetReader, max_pixels: int | None, max_bands: int | N
                           + ", ".join(sorted(SUPPORTED_DTYPES)))
     if len(kinds) > 1:
         raise RasterError(f"bands of different data types ({', '.join(sorted(kinds))}) are not supported")
-    if int(src.tags(ns="IMAGE_STRUCTURE").get("NBITS", 8)) < 8:
+    nbits = src.tags(ns="IMAGE_STRUCTURE").get("NBITS") or src.tags(1, ns="IMAGE_STRUCTURE").get("NBITS", 8)
+    if int(nbits) < 8:
         raise RasterError("rasters of fewer than 8 bits per sample (bit masks) are not imagery")
     if ColorInterp.palette in src.colorinterp:
         raise RasterError("a paletted raster holds categories, not intensities: super-resolution would invent "

@@ -61,15 +61,40 @@ PILLOW_OPTIONS = {"png": {"format": "PNG", "compress_level": 1}, "jpeg": {"forma
 
 
 def output_format(requested: str | None, accept: str | None, input_is_tiff: bool) -> str:
-    """The form field wins, then the first supported type the ``Accept`` header lists, then the input's kind."""
+    """The form field wins; then the ``Accept`` header (by quality, ``q=0`` ruling a type out); then the
+    input's kind: GeoTIFF for a TIFF, PNG otherwise. 406 when the header rules out every format we make."""
+    default = "tiff" if input_is_tiff else "png"
     if requested:
         return requested
-    for part in (accept or "").split(","):
-        media = part.split(";")[0].strip().lower()
-        match = next((fmt for fmt, known in MEDIA_TYPES.items() if known == media), None)
-        if match:
-            return match
-    return "tiff" if input_is_tiff else "png"
+    if not accept:
+        return default
+    weights = accepted_weights(accept)
+    wanted = sorted((q, -i, fmt) for i, (fmt, q) in enumerate(weights.items()) if fmt in MEDIA_TYPES and q > 0)
+    if wanted:
+        return wanted[-1][2]
+    if weights.get(default, weights.get("*", 1.0)) > 0:
+        return default
+    raise ServiceError(406, "not_acceptable", f"Accept rules out every format this service writes "
+                       f"({', '.join(MEDIA_TYPES.values())})")
+
+
+def accepted_weights(accept: str) -> dict[str, float]:
+    """``Accept`` -> {format or "*": quality}; ``image/*`` and ``*/*`` count as "*"."""
+    by_media = {media: fmt for fmt, media in MEDIA_TYPES.items()}
+    weights: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = (piece.strip().lower() for piece in part.split(";"))
+        quality = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    quality = min(max(float(param[2:]), 0.0), 1.0)
+                except ValueError:
+                    quality = 0.0
+        key = "*" if media in ("*/*", "image/*") else by_media.get(media)
+        if key:
+            weights[key] = quality
+    return weights
 
 
 def encode(image: np.ndarray, fmt: str) -> bytes:

@@ -48,6 +48,7 @@ class JobWorker:
         self.wakeup = asyncio.Event()
         self.cancels: dict[str, threading.Event] = {}  # jobs running in this process
         self.stopping = False
+        self.uploading = 0  # submissions admitted whose upload is still streaming (they hold a queue place)
 
     def upscaler(self, job_id: str, src: Any, params: dict[str, Any]) -> SceneUpscaler:
         """The same product a job's parameters describe, at submit time and when it runs."""

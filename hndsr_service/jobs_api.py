@@ -7,8 +7,9 @@ disk are checked before a job is queued. Every error is the service's JSON envel
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -73,15 +74,15 @@ def job_routes(worker: JobWorker) -> list[Route]:
         return job
 
     async def submit(request: Request) -> Response:
-        _admit(worker)
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise ServiceError(415, "unsupported_media_type", "send the raster as multipart/form-data, field image")
-        async with request.form(max_files=1, max_fields=len(JOB_FIELDS)) as form:
-            params = _params({k: v for k, v in form.items() if k != "image"})
-            upload = form.get("image")
-            if not isinstance(upload, UploadFile):
-                raise ServiceError(422, "invalid_request", "the multipart field image (a raster file) is required")
-            job = await anyio.to_thread.run_sync(_create, worker, upload, params)
+        with _reserve_place(worker):
+            async with request.form(max_files=1, max_fields=len(JOB_FIELDS)) as form:
+                params = _params({k: v for k, v in form.items() if k != "image"})
+                upload = form.get("image")
+                if not isinstance(upload, UploadFile):
+                    raise ServiceError(422, "invalid_request", "the multipart field image (a raster file) is required")
+                job = await anyio.to_thread.run_sync(_create, worker, upload, params)
         worker.wakeup.set()
         body = {"job_id": job.id, "status": job.status, "status_url": f"/jobs/{job.id}",
                 "result_url": f"/jobs/{job.id}/result"}
@@ -116,16 +117,24 @@ def job_routes(worker: JobWorker) -> list[Route]:
             Route("/jobs/{job_id}/result", enveloped(result), methods=["GET", "HEAD"])]
 
 
-def _admit(worker: JobWorker) -> None:
+@contextlib.contextmanager
+def _reserve_place(worker: JobWorker) -> Iterator[None]:
+    """Admit a submission and hold its place in the queue while its upload streams in, so that overlapping
+    uploads cannot together pass ``MAX_QUEUED_JOBS``; refusals come before the body is read."""
     state, settings = worker.state, worker.state.settings
     if state.draining:
         raise ServiceError(503, "draining", "the service is shutting down; retry shortly", retry_after=5)
     if not state.ready:
         raise ServiceError(503, "model_unavailable", state.not_ready_reason(), retry_after=30)
-    waiting = worker.store.count("queued", "running")
+    waiting = worker.store.count("queued", "running") + worker.uploading
     if waiting >= settings.max_queued_jobs:
-        raise ServiceError(503, "jobs_queue_full", f"{waiting} jobs queued or running (limit "
+        raise ServiceError(503, "jobs_queue_full", f"{waiting} jobs queued, running or uploading (limit "
                            f"{settings.max_queued_jobs}); retry later", retry_after=QUEUE_RETRY_AFTER_S)
+    worker.uploading += 1
+    try:
+        yield
+    finally:
+        worker.uploading -= 1
 
 
 def _params(fields: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Operational routes: ``/health``, ``/ready``, ``/version`` and ``/metrics``.
+"""Operational routes: ``/health``, ``/ready``, ``/version`` and ``/metrics`` (plus the web page, ``ui.py``).
 
 They read one :class:`ServiceState`, which the BentoML service fills in as it loads, warms and
 drains, so BentoML's own ``/livez``/``/readyz`` (via ``__is_alive__``/``__is_ready__``) and these
@@ -27,6 +27,7 @@ from . import metrics
 from .middleware import InFlight
 from .schemas import API_VERSION
 from .settings import Settings
+from .ui import ui_routes
 
 
 @dataclass
@@ -146,4 +147,4 @@ def build_probe_app(state: ServiceState, routes: Sequence[BaseRoute] = (), gauge
         return Response(metrics.render(live), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return Starlette(routes=[Route("/health", health), Route("/ready", ready), Route("/version", version),
-                             Route("/metrics", metrics_view), *routes])
+                             Route("/metrics", metrics_view), *routes, *ui_routes(state.settings)])

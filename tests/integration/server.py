@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -58,3 +60,14 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], log: Path, **options: Path | str) -> Iterator[Server]:
+    """A ready server for the block (a fixture's ``with serving(...) as srv: yield srv``), stopped after it."""
+    server = Server(env, log, **options)  # type: ignore[arg-type]
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

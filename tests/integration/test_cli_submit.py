@@ -11,7 +11,7 @@ from affine import Affine
 
 from hndsr_client import HNDSRError, JobsClient
 from hndsr_client.cli import main
-from tests.integration.server import Server
+from tests.integration.server import Server, serving
 from tests.unit.test_cli import write_geotiff
 
 pytestmark = pytest.mark.integration
@@ -21,12 +21,8 @@ KEY = "submit-test-key-0123456789"
 @pytest.fixture(scope="module")
 def server(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("submit")
-    server = Server({"JOBS_DIR": str(work / "jobs"), "API_KEYS": KEY}, work / "server.log")
-    try:
-        server.wait_ready()
+    with serving({"JOBS_DIR": str(work / "jobs"), "API_KEYS": KEY}, work / "server.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_submit_downloads_a_georeferenced_result(server: Server, tmp_path: Path) -> None:

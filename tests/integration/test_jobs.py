@@ -3,6 +3,7 @@ limits, retention, metrics, and a job that survives a SIGKILL of the server."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -10,18 +11,20 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 import rasterio
 from affine import Affine
 from rasterio.io import MemoryFile
 
 from tests.conftest import encode, rgb_image
-from tests.integration.server import Server
+from tests.integration.server import Server, serving
 from tests.rasters import NORTH_UP, UTM, psnr, smooth, write_raster
 
 pytestmark = pytest.mark.integration
@@ -39,12 +42,8 @@ def jobs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(bentoml_home: Path, jobs_dir: Path) -> Iterator[Server]:
-    srv = Server({**ENV, "JOBS_DIR": str(jobs_dir)}, jobs_dir.parent / "jobs-server.log")
-    try:
-        srv.wait_ready()
+    with serving({**ENV, "JOBS_DIR": str(jobs_dir)}, jobs_dir.parent / "jobs-server.log") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +99,7 @@ def wait_for(server: Server, job_id: str, until: Any, timeout: float = 240.0) ->
         body = status(server, job_id)
         if until(body):
             return body
-        if body["status"] in ("failed", "cancelled", "succeeded") and not until(body):
+        if body["status"] in ("failed", "cancelled", "succeeded"):
             pytest.fail(f"job ended {body['status']} (error {body['error']}), which was not expected")
         time.sleep(0.2)
     pytest.fail(f"job {job_id} did not get there in {timeout} s; last seen: {body}")
@@ -126,7 +125,7 @@ def ended(server: Server, job_id: str, end: str, timeout: float = 120.0) -> dict
 
 
 def assert_error(response: httpx.Response, status_code: int, code: str) -> dict:
-    assert response.status_code == status_code, response.text
+    assert response.status_code == status_code, response.text[:500]
     body = response.json()
     assert body["error"] == code and isinstance(body["detail"], str) and body["detail"], body
     return body
@@ -203,6 +202,8 @@ def test_bad_submissions_leave_nothing(server: Server, jobs_dir: Path, rasters: 
     assert_error(submit(server, rasters["pan"], bands="2"), 422, "invalid_image")
     assert_error(submit(server, rasters["pan"], scale_factor=9), 422, "invalid_request")
     assert_error(submit(server, b"not a raster at all"), 422, "invalid_image")
+    as_json = httpx.post(f"{server.url}/jobs", json={"image": "x"}, timeout=30)
+    assert_error(as_json, 415, "unsupported_media_type")
     assert_error(submit(server, rasters["pan"][:6]), 422, "invalid_image")
     assert_error(submit(server, rasters["huge"]), 413, "image_too_large")
     no_file = httpx.post(f"{server.url}/jobs", data={"scale_factor": "2"}, files={"other": ("x", b"")}, timeout=30)
@@ -335,7 +336,7 @@ def test_failing_job_is_reported_and_counted(server: Server, rasters: dict[str, 
 def limited(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
     folder = tmp_path_factory.mktemp("limited")
     env = {**ENV, "JOBS_DIR": str(folder / "jobs"), "MAX_QUEUED_JOBS": "1", "MAX_JOB_UPLOAD_MB": "0.25",
-           "JOB_RETENTION_H": "0.0002"}  # results kept for 0.72 s
+           "MAX_JOB_PIXELS": "20000000000", "JOB_RETENTION_H": "0.0002"}  # results kept for 0.72 s
     srv = Server(env, folder / "server.log")
     try:
         srv.wait_ready()
@@ -356,6 +357,47 @@ def test_queue_limit_answers_503_with_retry_after(limited: tuple[Server, Path], 
     ended(server, first, "cancelled")
 
 
+def raw_multipart(content: bytes) -> tuple[bytes, bytes]:
+    """The head (request line, headers) and body of a ``POST /jobs`` with ``content`` as its image."""
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.tif\"\r\n"
+            b"Content-Type: image/tiff\r\n\r\n" + content + b"\r\n--b--\r\n")
+    head = (b"POST /jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode())
+    return head, body
+
+
+def test_queue_limit_holds_for_overlapping_uploads(limited: tuple[Server, Path], rasters: dict[str, bytes]) -> None:
+    server, _ = limited
+    host, port = server.url.removeprefix("http://").split(":")
+    head, body = raw_multipart(rasters["pan"])
+    accepted: list[str] = []
+    with socket.create_connection((host, int(port)), timeout=30) as slow:
+        slow.sendall(head + body[:100])  # a slow client: its upload is still arriving ...
+        time.sleep(1.0)
+        fast = submit(server, rasters["pan"])  # ... when another one submits a job
+        accepted += [fast.json()["job_id"]] if fast.status_code == 202 else []
+        slow.sendall(body[100:])
+        reply = b""
+        while chunk := slow.recv(65536):
+            reply += chunk
+    try:
+        status_line = reply.split(b"\r\n", 1)[0]
+        if b" 202 " in status_line:
+            accepted.append(re.search(rb'"job_id":"([0-9a-f]{32})"', reply).group(1).decode())
+        assert len(accepted) == 1, f"{len(accepted)} jobs accepted with MAX_QUEUED_JOBS=1"
+    finally:
+        for job_id in accepted:
+            httpx.delete(f"{server.url}/jobs/{job_id}", timeout=30)
+        for job_id in accepted:
+            ended_any(server, job_id)
+
+
+def ended_any(server: Server, job_id: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while status(server, job_id)["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def test_upload_limit_answers_413(limited: tuple[Server, Path], rasters: dict[str, bytes]) -> None:
     server, jobs_dir = limited
     big = rasters["noise"] + b"\0" * (300 * 1024)
@@ -373,8 +415,20 @@ def test_upload_limit_answers_413(limited: tuple[Server, Path], rasters: dict[st
     assert_error(streamed, 413, "payload_too_large")
     # The synchronous APIs keep their own, larger limit (MAX_PAYLOAD_MB): the same size is read, and refused
     # for what it is (not an image), not for its size.
-    junk = httpx.post(f"{server.url}/upscale", files={"image": ("a.png", big, "image/png")}, timeout=60)
-    assert_error(junk, 422, "invalid_image")
+    junk = b"not an image " * (len(big) // 13)
+    answer = httpx.post(f"{server.url}/upscale", files={"image": ("a.png", junk, "image/png")}, timeout=60)
+    assert_error(answer, 422, "invalid_image")
+    assert all(p.name.startswith("jobs.sqlite") for p in jobs_dir.iterdir())
+
+
+def test_job_that_cannot_fit_the_disk_is_refused_at_submit(limited: tuple[Server, Path], tmp_path: Path) -> None:
+    """10 gigapixels at x8 is a 640 GB product (written twice): no test machine has that much free disk."""
+    server, jobs_dir = limited
+    huge = tmp_path / "huge.tif"
+    with rasterio.open(huge, "w", driver="GTiff", width=100_000, height=100_000, count=1, dtype="uint8",
+                       tiled=True, blockxsize=4096, blockysize=4096, sparse_ok=True):
+        pass
+    assert_error(submit(server, huge.read_bytes(), scale_factor=8), 507, "insufficient_storage")
     assert all(p.name.startswith("jobs.sqlite") for p in jobs_dir.iterdir())
 
 
@@ -394,6 +448,25 @@ def test_results_expire_after_retention(limited: tuple[Server, Path], rasters: d
 # -- durability --------------------------------------------------------------------------------------------
 
 
+def crash(server: Server) -> None:
+    """SIGKILL the server and every process under it. BentoML's workers run in sessions of their own, so
+    killing the server's process group alone would leave the worker (and its job) running."""
+    tree = [server.process.pid, *(child.pid for child in psutil.Process(server.process.pid).children(recursive=True))]
+    os.killpg(server.process.pid, signal.SIGKILL)
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    server.process.wait(timeout=30)
+    psutil.wait_procs([p for p in map(_process, tree[1:]) if p is not None], timeout=30)
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+
+
 def test_job_survives_a_killed_server(bentoml_home: Path, tmp_path: Path, rasters: dict[str, bytes]) -> None:
     env = {**ENV, "JOBS_DIR": str(tmp_path / "jobs")}
     first = Server(env, tmp_path / "first.log")
@@ -402,8 +475,8 @@ def test_job_survives_a_killed_server(bentoml_home: Path, tmp_path: Path, raster
         job_id = submitted(first, rasters["medium"], scale_factor=2, ddim_steps=1, seed=9)
         before = running(first, job_id)
     finally:
-        os.killpg(first.process.pid, signal.SIGKILL)  # no shutdown hook runs: the job stays "running"
-        first.process.wait(timeout=30)
+        crash(first)  # no shutdown hook runs: the job stays "running"
+    killed_at = datetime.now(timezone.utc)
     assert before["status"] == "running"
 
     second = Server(env, tmp_path / "second.log")
@@ -417,6 +490,7 @@ def test_job_survives_a_killed_server(bentoml_home: Path, tmp_path: Path, raster
 
         end = wait_for(second, job_id, done, timeout=300)  # a stale heartbeat (30 s) re-queues it
         assert "failed" not in seen and end["error"] is None
+        assert datetime.fromisoformat(end["started_at"]) > killed_at, "the job was run again from the start"
         assert end["progress"]["tiles_done"] == end["progress"]["tiles_total"]
         result = httpx.get(f"{second.url}/jobs/{job_id}/result", timeout=60)
         assert result.status_code == 200

@@ -16,7 +16,7 @@ from PIL import Image
 from rasterio.io import MemoryFile
 
 from tests.conftest import DATA, encode, requires_data, rgb_image
-from tests.integration.server import Server
+from tests.integration.server import Server, serving
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +29,8 @@ SLOW = {"image": base64.b64encode(encode(rgb_image(128, 128))).decode(), "scale_
 
 @pytest.fixture(scope="module")
 def server(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(ENV, tmp_path_factory.mktemp("server") / "server.log")
-    try:
-        srv.wait_ready()
+    with serving(ENV, tmp_path_factory.mktemp("server") / "server.log") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def metric_value(server: Server, line_prefix: str) -> float:

@@ -11,7 +11,7 @@ import tifffile
 
 from hndsr_model.data import to_rgb8
 from hndsr_service.errors import ServiceError
-from hndsr_service.imaging import check_output, decode_base64, decode_image
+from hndsr_service.imaging import check_output, decode_base64, decode_image, output_format
 from hndsr_service.imaging import encode as encode_as
 from tests.conftest import DATA, encode, requires_data, rgb_image
 
@@ -107,3 +107,19 @@ def test_to_rgb8_constant_band_does_not_divide_by_zero() -> None:
 def test_encode_png_is_lossless() -> None:
     image = rgb_image()
     assert np.array_equal(decode_image(encode_as(image, "png"), 10**6), image)
+
+
+@pytest.mark.parametrize(("accept", "input_is_tiff", "expected"), [
+    (None, False, "png"), (None, True, "tiff"), ("*/*", True, "tiff"), ("image/webp", False, "webp"),
+    ("image/png;q=0.5, image/jpeg", False, "jpeg"), ("image/png;q=0, image/jpeg;q=0.8", False, "jpeg"),
+    ("text/html, image/*", False, "png"), ("text/html", True, "tiff"), ("image/tiff;q=bad, image/png;q=0.1", True, "png"),
+])
+def test_output_format_follows_accept_by_quality(accept: str | None, input_is_tiff: bool, expected: str) -> None:
+    assert output_format(None, accept, input_is_tiff) == expected
+    assert output_format("webp", accept, input_is_tiff) == "webp"  # the form field wins
+
+
+def test_accept_ruling_out_every_format_is_406() -> None:
+    with pytest.raises(ServiceError) as refused:
+        output_format(None, "image/png;q=0, image/gif", False)
+    assert refused.value.status == 406 and refused.value.code == "not_acceptable"

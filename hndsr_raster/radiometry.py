@@ -1,7 +1,7 @@
 """Scene-wide radiometry: map a band's own units to the model's [0, 1] range and back.
 
-Statistics come from the whole scene (a nearest-neighbour decimated read over all of it, as GDAL's
-approximate statistics do), never from a tile, so every tile of a scene is scaled alike and tiles
+Statistics come from the whole scene (a regular sample of it, as GDAL's approximate statistics are),
+never from a tile, so every tile of a scene is scaled alike and tiles
 cannot show seams. 8-bit bands keep the fixed 0..255 range the model was trained with.
 """
 
@@ -11,11 +11,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from rasterio.enums import Resampling
 from rasterio.io import DatasetReader
+from rasterio.windows import Window
 
 SAMPLE_PIXELS = 1 << 22  # ~4 Mpx per band: percentiles within a grey level of the full scene's
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
+ROWS_PER_READ = 1024
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,7 @@ class BandStats:
 
 
 def scene_stats(src: DatasetReader, bands: tuple[int, ...]) -> dict[int, BandStats]:
-    """Each band's normalisation, from the whole scene's valid pixels (one decimated read for all bands,
-    which GDAL serves from overviews when the file has them)."""
+    """Each band's normalisation, from the whole scene's valid pixels (one pass over the scene for all bands)."""
     samples = _valid_samples(src, bands)
     return {band: _stats(values, src.dtypes[band - 1]) for band, values in zip(bands, samples, strict=True)}
 
@@ -60,8 +60,16 @@ def _stats(values: np.ndarray, dtype: str) -> BandStats:
 
 
 def _valid_samples(src: DatasetReader, bands: tuple[int, ...]) -> list[np.ndarray]:
+    """Every ``step``-th valid pixel of each band over the whole scene, read by windows of whole rows.
+
+    Rows are read at full resolution and strided in memory: each compressed block is decoded once, where
+    GDAL's own decimated read of a tiled file without overviews decodes the blocks again for every output
+    row (195 s instead of 7 s for one band of a 10980x10980 scene here).
+    """
     step = max(1, math.ceil(math.sqrt(src.width * src.height / SAMPLE_PIXELS)))
-    shape = (len(bands), math.ceil(src.height / step), math.ceil(src.width / step))
-    sample = src.read(list(bands), out_shape=shape, resampling=Resampling.nearest, masked=True)
+    rows = step * max(1, ROWS_PER_READ // step)  # a multiple of step, so the stride runs on across windows
+    parts = [src.read(list(bands), window=Window(0, y, src.width, min(rows, src.height - y)), masked=True)
+             [:, ::step, ::step] for y in range(0, src.height, rows)]
+    sample = np.ma.concatenate(parts, axis=1)
     values = [band.compressed().astype(np.float64) for band in sample]
     return [v[np.isfinite(v)] for v in values]

@@ -123,3 +123,16 @@ def test_unknown_arch_is_a_weights_error(tmp_path: Path) -> None:
     manifest_path(path).write_text(json.dumps(manifest))
     with pytest.raises(WeightsError, match="unknown operator arch"):
         load_weights(path)
+
+
+def test_pipeline_serves_v2_weights_with_and_without_diffusion(tmp_path: Path) -> None:
+    from hndsr_model.pipeline import HNDSRPipeline
+    from tests.conftest import rgb_image
+
+    config = ModelConfig(operator=SMALL, arch="v2", denoiser={"channels": 8, "blocks": 1})
+    path = tmp_path / "v2.safetensors"
+    save_weights(path, *build_networks(config), config, "2.0.0-test")
+    pipeline = HNDSRPipeline.from_pretrained(path, device="cpu", tile_size=32, tile_overlap=4)
+    for steps in (0, 2):
+        result = pipeline.upscale(rgb_image(40, 36), 3, ddim_steps=steps, seed=0)
+        assert result.image.shape == (120, 108, 3) and result.tiles > 1

@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--degradation", choices=["bicubic", "realistic"], default="bicubic")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    p.add_argument("--every", type=int, default=1, help="evaluate every Nth image (a quick subset of all classes)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
                   "protocol": "per-channel least-squares gain/offset to the reference, uint8, Y, 3-px border",
                   "results": evaluate_real_pairs(pipelines, args.real_pairs)}
     else:
-        images = list_images(args.data)[: args.limit or None]
+        images = list_images(args.data)[:: args.every][: args.limit or None]
         results = evaluate(pipelines, images, args.scales, args.ddim_steps, args.seed, args.degradation)
         report = {"images": len(images), "data": str(args.data), "degradation": args.degradation,
                   "weights": weights, "results": results}

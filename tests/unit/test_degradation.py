@@ -53,14 +53,14 @@ def test_realistic_without_degradations_is_aligned_with_bicubic() -> None:
 
 
 def test_jpeg_like_quality_orders_error() -> None:
-    image = torch.from_numpy(rgb_image(40, 56, seed=5)).permute(2, 0, 1)[None].float()
+    image = torch.from_numpy(rgb_image(40, 56, seed=5).copy()).permute(2, 0, 1)[None].float()
     errors = [(degradation.jpeg_like(image, torch.tensor([q])) - image).abs().mean().item() for q in (100, 75, 20)]
     assert errors[0] < 2.5 and errors[0] < errors[1] < errors[2]  # 4:2:0 chroma costs ~2 even at 100
 
 
 def test_jpeg_like_is_close_to_pillow_jpeg() -> None:
     array = rgb_image(64, 64, seed=7)
-    image = torch.from_numpy(array).permute(2, 0, 1)[None].float()
+    image = torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float()
     ours = degradation.jpeg_like(image, torch.tensor([60])).round().clamp(0, 255)[0].permute(1, 2, 0).numpy()
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, "JPEG", quality=60)

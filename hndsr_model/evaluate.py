@@ -2,7 +2,13 @@
 
 ``python -m hndsr_model.evaluate --data ../shared/data/rsscn7/val --scales 2 3 4 8 [--ddim-steps 0 10]``
 follows the protocol of ``shared/data/README.md`` exactly (top-left crop, Pillow bicubic LR,
-uint8 output, ``s``-pixel border, Y channel).
+uint8 output, ``s``-pixel border, Y channel). ``--weights A B`` compares several weights in one run
+(methods named ``hndsr-<version>``). ``--degradation realistic`` makes the LR with the training's
+realistic pipeline instead (seeded per image and scale, so every method sees the same LR).
+
+``--real-pairs ../shared/data/geotiff`` scores the real Landsat-8 -> Sentinel-2 pairs (x3) instead:
+each output's radiometry is matched to the Sentinel-2 reference per channel by least squares (gain
+and offset, as a sensor calibration would), rounded to uint8, then Y-PSNR/SSIM with a 3-pixel border.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from . import degradation
 from .data import bicubic_upscale, list_images, load_rgb, make_pair
 from .pipeline import HNDSRPipeline
 from .quality import gradient_energy_ratio, y_psnr, y_ssim
@@ -32,27 +40,68 @@ def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
     return {key: round(float(np.mean([r[key] for r in rows])), 4) for key in rows[0]}
 
 
+def degraded_pair(hr: np.ndarray, scale: int, mode: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The protocol pair, or with ``mode == "realistic"`` the same HR crop with a realistic LR."""
+    hr, lr = make_pair(hr, scale)
+    if mode == "realistic":
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + scale)
+        tensor = torch.from_numpy(hr.copy()).permute(2, 0, 1)[None].float()
+        lr = degradation.realistic(tensor, scale, generator)[0].permute(1, 2, 0).to(torch.uint8).numpy()
+    return hr, lr
+
+
 def evaluate(
-    pipeline: HNDSRPipeline, images: list[Path], scales: list[int], ddim_steps: list[int], seed: int
+    pipelines: dict[str, HNDSRPipeline], images: list[Path], scales: list[int], ddim_steps: list[int], seed: int,
+    mode: str = "bicubic",
 ) -> dict[str, dict[str, dict[str, float]]]:
     """``{scale: {method: {psnr, ssim, grad_ratio}}}`` averaged over ``images``."""
     results: dict[str, dict[str, dict[str, float]]] = {}
     for scale in scales:
         rows: dict[str, list[dict[str, float]]] = {}
-        for path in images:
-            hr, lr = make_pair(load_rgb(path), scale)
+        for index, path in enumerate(images):
+            hr, lr = degraded_pair(load_rgb(path), scale, mode, seed + index)
             rows.setdefault("bicubic", []).append(score(bicubic_upscale(lr, scale), hr, scale))
-            for steps in ddim_steps:
-                sr = pipeline.upscale(lr, scale, ddim_steps=steps, seed=seed).image
-                rows.setdefault(method_name(steps), []).append(score(sr, hr, scale))
+            for name, pipeline in pipelines.items():
+                for steps in ddim_steps:
+                    sr = pipeline.upscale(lr, scale, ddim_steps=steps, seed=seed).image
+                    rows.setdefault(method_name(name, steps), []).append(score(sr, hr, scale))
         results[str(scale)] = {method: mean_scores(r) for method, r in rows.items()}
         print(f"x{scale}: " + ", ".join(f"{m} {v['psnr']:.2f} dB" for m, v in results[str(scale)].items()),
               file=sys.stderr, flush=True)
     return results
 
 
-def method_name(steps: int) -> str:
-    return "hndsr" if steps == 0 else f"hndsr+ddim{steps}"
+def radiometric_match(output: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-channel least-squares gain and offset mapping ``output`` onto ``reference``, as uint8."""
+    matched = np.empty(output.shape, np.float64)
+    for c in range(output.shape[2]):
+        x = output[..., c].astype(np.float64).ravel()
+        design = np.stack([x, np.ones_like(x)], axis=1)
+        gain, offset = np.linalg.lstsq(design, reference[..., c].astype(np.float64).ravel(), rcond=None)[0]
+        matched[..., c] = gain * output[..., c] + offset
+    return np.clip(np.round(matched), 0, 255).astype(np.uint8)
+
+
+def evaluate_real_pairs(pipelines: dict[str, HNDSRPipeline], folder: Path, scale: int = 3) -> dict[str, dict]:
+    """``{scene: {method: {psnr, ssim}}}`` and their mean, for ``scene_*_Landsat-8.tif`` / ``*_Sentinel-2.tif``."""
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for low_path in sorted(Path(folder).glob("scene_*_Landsat-8.tif")):
+        scene = low_path.name.removesuffix("_Landsat-8.tif")
+        lr, hr = load_rgb(low_path), load_rgb(low_path.with_name(f"{scene}_Sentinel-2.tif"))
+        outputs = {"bicubic": bicubic_upscale(lr, scale)}
+        outputs.update({method_name(name, 0): p.upscale(lr, scale).image for name, p in pipelines.items()})
+        results[scene] = {}
+        for method, out in outputs.items():
+            matched = radiometric_match(out, hr)
+            results[scene][method] = {"psnr": round(y_psnr(matched, hr, scale), 4),
+                                      "ssim": round(y_ssim(matched, hr, scale), 4)}
+    methods = next(iter(results.values()))
+    results["mean"] = {m: mean_scores([results[s][m] for s in results]) for m in methods}
+    return results
+
+
+def method_name(name: str, steps: int) -> str:
+    return name if steps == 0 else f"{name}+ddim{steps}"
 
 
 def markdown_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -68,24 +117,43 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--data", type=Path, help="folder of HR images (the protocol's evaluation)")
+    p.add_argument("--real-pairs", type=Path, help="folder with scene_*_Landsat-8.tif / scene_*_Sentinel-2.tif")
+    p.add_argument("--weights", type=Path, nargs="+", default=[DEFAULT_WEIGHTS])
     p.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4, 8])
     p.add_argument("--ddim-steps", type=int, nargs="+", default=[0])
+    p.add_argument("--degradation", choices=["bicubic", "realistic"], default="bicubic")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    p.add_argument("--every", type=int, default=1, help="evaluate every Nth image (a quick subset of all classes)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
-    images = list_images(args.data)[: args.limit or None]
-    pipeline = HNDSRPipeline.from_pretrained(args.weights, device=args.device)
-    results = evaluate(pipeline, images, args.scales, args.ddim_steps, args.seed)
-    report = {"images": len(images), "data": str(args.data), "weights_sha256": pipeline.model.sha256,
-              "results": results}
+    if (args.data is None) == (args.real_pairs is None):
+        p.error("give exactly one of --data and --real-pairs")
+    loaded = [HNDSRPipeline.from_pretrained(w, device=args.device) for w in args.weights]
+    names = ["hndsr"] if len(loaded) == 1 else [f"hndsr-{p.version}" for p in loaded]
+    if len(set(names)) < len(names):
+        names = [f"hndsr-{p.version}-{p.model.sha256[:8]}" for p in loaded]
+    pipelines = dict(zip(names, loaded, strict=True))
+    weights = {name: {"path": str(w), "sha256": p.model.sha256, "version": p.version}
+               for (name, p), w in zip(pipelines.items(), args.weights, strict=True)}
+    if args.real_pairs:
+        report = {"data": str(args.real_pairs), "scale": 3, "weights": weights,
+                  "protocol": "per-channel least-squares gain/offset to the reference, uint8, Y, 3-px border",
+                  "results": evaluate_real_pairs(pipelines, args.real_pairs)}
+    else:
+        images = list_images(args.data)[:: args.every][: args.limit or None]
+        results = evaluate(pipelines, images, args.scales, args.ddim_steps, args.seed, args.degradation)
+        report = {"images": len(images), "data": str(args.data), "degradation": args.degradation,
+                  "weights": weights, "results": results}
+        if len(loaded) == 1:
+            report["weights_sha256"] = loaded[0].model.sha256
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
-    print(markdown_table(results))
+    if not args.real_pairs:
+        print(markdown_table(report["results"]))
 
 
 if __name__ == "__main__":

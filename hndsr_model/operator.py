@@ -29,14 +29,34 @@ class SpectralMixing(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        spectrum = torch.fft.rfft2(x.float(), norm="ortho")
         rows = min(self.modes, height // 2)
-        cols = min(self.modes, spectrum.shape[-1])
-        weight = torch.view_as_complex(self.weight)
-        out = torch.zeros_like(spectrum)
-        out[..., :rows, :cols] = spectrum[..., :rows, :cols] * weight[:, :rows, :cols]
-        out[..., -rows:, :cols] = spectrum[..., -rows:, :cols] * weight[:, -rows:, :cols]
-        return torch.fft.irfft2(out, s=(height, width), norm="ortho").to(x.dtype)
+        cols = min(self.modes, width // 2 + 1)
+        # Only 2*rows x cols modes survive, so two small DFT matrix products replace rfft2/irfft2:
+        # the same numbers as the FFT (checked in tests), several times faster on the CPU.
+        row_freqs = torch.cat([torch.arange(rows), torch.arange(height - rows, height)]).to(x.device)
+        fh = dft_matrix(row_freqs, height)  # (2r, H)
+        fw = dft_matrix(torch.arange(cols, device=x.device), width)  # (c, W)
+        with torch.autocast(x.device.type, enabled=False):  # spectra stay float32 under bf16 autocast
+            xf = x.float()
+            half = torch.complex(xf @ fw.real.T, xf @ fw.imag.T)  # (B, C, H, c)
+            spectrum = fh @ half  # (B, C, 2r, c)
+            weight = torch.view_as_complex(self.weight.contiguous())  # channels-last would stride it
+            weight = torch.cat([weight[:, :rows, :cols], weight[:, weight.shape[1] - rows :, :cols]], dim=1)
+            # Inverse of a real FFT: every column but DC (and Nyquist) stands for its conjugate twin too.
+            twice = torch.full((cols,), 2.0, device=x.device)
+            twice[0] = 1.0
+            if width % 2 == 0 and cols == width // 2 + 1:
+                twice[-1] = 1.0
+            mixed = spectrum * weight * (twice / (height * width))
+            back = fh.conj().T @ mixed  # (B, C, H, c)
+            return (back.real @ fw.real + back.imag @ fw.imag).to(x.dtype)
+
+
+def dft_matrix(freqs: torch.Tensor, size: int) -> torch.Tensor:
+    """Rows of the forward DFT, ``exp(-2 pi i k n / size)`` for ``k`` in ``freqs``: ``(len(freqs), size)``."""
+    n = torch.arange(size, device=freqs.device, dtype=torch.float64)
+    angle = (-2 * torch.pi / size) * (freqs.double()[:, None] * n[None, :])
+    return torch.polar(torch.ones_like(angle), angle).to(torch.complex64)
 
 
 class OperatorBlock(nn.Module):
@@ -87,11 +107,12 @@ class ScaleAwareDecoder(nn.Module):
         return self.kernel_net(coords).view(scale, scale, self.channels * 9, self.out_channels)
 
     def forward(self, features: torch.Tensor, scale: int) -> torch.Tensor:
-        batch, _, height, width = features.shape
-        patches = F.unfold(features, 3, padding=1).view(batch, -1, height, width)
+        # A per-sub-pixel linear map of the 3x3 neighbourhood is a 3x3 convolution to s*s*out channels
+        # followed by a pixel shuffle; one conv2d is far faster than unfold + einsum.
         kernels = self.kernels(scale, features.device).to(features.dtype)
-        out = torch.einsum("bkhw,ijko->bohiwj", patches, kernels)
-        return out.reshape(batch, self.out_channels, height * scale, width * scale)
+        weight = kernels.view(scale, scale, self.channels, 3, 3, self.out_channels).permute(5, 0, 1, 2, 3, 4)
+        weight = weight.reshape(self.out_channels * scale * scale, self.channels, 3, 3)
+        return F.pixel_shuffle(F.conv2d(features, weight, padding=1), scale)
 
 
 def scale_embedding(scale: int, batch: int, device: torch.device) -> torch.Tensor:

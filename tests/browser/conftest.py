@@ -39,7 +39,9 @@ class PageLog:
         return [u for u in self.requests if not u.startswith((origin + "/", "blob:", "data:"))]
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an asyncio loop running in the main thread while
+# it is open, and later tests that call asyncio.run() (the rate limiter's) must not find one.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     playwright = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():

@@ -167,8 +167,10 @@ class HNDSRPipeline:
                 if progress:
                     progress(index, total)
             done = ((rows[r + 1] if r + 1 < len(rows) else y + th) - y) * scale
-            yield y * scale, band[:3, :done].div_(band[3:, :done])  # in place: the carried rows are not touched
-            carry = band[:, done:]
+            carry = band[:, done:].clone()  # a copy, so the band is freed once the caller lets go of its rows
+            finished = band[:3, :done].div_(band[3:, :done])
+            del band
+            yield y * scale, finished
 
     def _blend_weight(self, y: int, x: int, th: int, tw: int, height: int, width: int, scale: int) -> torch.Tensor:
         fade = self.tile_overlap * scale

@@ -165,13 +165,16 @@ class SceneUpscaler:
         rows = self.pipeline.upscale_rows(read_rows, src.height, src.width, s, self.options.ddim_steps, self.seed,
                                           should_cancel, progress)
         for hr_row, band in rows:
-            values = band.numpy()
-            if group.kind == "mono":
-                values = values.mean(axis=0, keepdims=True)
-            out = np.stack([st.denormalise(v, self.dtype) for st, v in zip(stats, values, strict=True)])
-            window = Window(0, hr_row, src.width * s, out.shape[1])
-            self._write(dst, group, out, window)
+            self._write_band(dst, group, stats, hr_row, band.numpy())
+            del band  # before the next row is computed: one tile-row band in memory at a time
             yield self.tiles_done
+
+    def _write_band(self, dst: DatasetWriter, group: BandGroup, stats: list[BandStats], hr_row: int,
+                    values: np.ndarray) -> None:
+        if group.kind == "mono":
+            values = values.mean(axis=0, keepdims=True)
+        out = np.stack([st.denormalise(v, self.dtype) for st, v in zip(stats, values, strict=True)])
+        self._write(dst, group, out, Window(0, hr_row, self.src.width * self.options.scale, out.shape[1]))
 
     def _stats(self) -> dict[int, BandStats]:
         """Every model band's statistics, read once for the whole plan."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from rasterio.io import DatasetReader
 
 from hndsr_model.pipeline import InferenceCancelled
 from hndsr_raster import SceneOptions, SceneUpscaler, open_raster
@@ -50,7 +51,7 @@ class JobWorker:
         self.stopping = False
         self.uploading = 0  # submissions admitted whose upload is still streaming (they hold a queue place)
 
-    def upscaler(self, job_id: str, src: Any, params: dict[str, Any]) -> SceneUpscaler:
+    def upscaler(self, src: DatasetReader, params: dict[str, Any]) -> SceneUpscaler:
         """The same product a job's parameters describe, at submit time and when it runs."""
         settings = self.state.settings
         bands = tuple(params["bands"]) if params["bands"] else None
@@ -143,7 +144,7 @@ class JobWorker:
         result = folder / RESULT_NAME
         part = working_path(result)
         with image_errors(), open_raster(folder / INPUT_NAME) as src:
-            upscaler = self.upscaler(job.id, src, job.params)
+            upscaler = self.upscaler(src, job.params)
             steps = upscaler.steps(part, should_cancel=cancel.is_set)
             try:
                 reported = 0

@@ -166,7 +166,7 @@ def _create(worker: JobWorker, upload: UploadFile, params: dict[str, Any]) -> Jo
     try:
         save_upload(upload, folder / INPUT_NAME)
         with image_errors(), open_raster(folder / INPUT_NAME) as src:
-            upscaler = worker.upscaler(job_id, src, params)
+            upscaler = worker.upscaler(src, params)
             needed, free = 2 * upscaler.output_bytes_estimate(), shutil.disk_usage(folder).free
             if needed > free:
                 raise ServiceError(507, "insufficient_storage", f"the result needs up to {needed / 2**30:.1f} GiB "

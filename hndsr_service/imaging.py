@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import re
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
@@ -36,14 +38,22 @@ def decode_base64(text: str) -> bytes:
         raise invalid_image(f"image is not valid base64: {exc}") from None
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Image file bytes -> ``(H, W, 3) uint8`` RGB; 413 over ``max_pixels``, 422 if not a usable image."""
+@contextlib.contextmanager
+def image_errors() -> Iterator[None]:
+    """The decoders' exceptions (images and rasters alike) as the service's statuses: 413 for too large,
+    422 for unusable."""
     try:
-        return read_image(data, max_pixels)
+        yield
     except ImageTooLarge as exc:
         raise ServiceError(413, "image_too_large", str(exc)) from None
     except ImageDecodeError as exc:
         raise invalid_image(str(exc)) from None
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Image file bytes -> ``(H, W, 3) uint8`` RGB; 413 over ``max_pixels``, 422 if not a usable image."""
+    with image_errors():
+        return read_image(data, max_pixels)
 
 
 def check_output(width: int, height: int, scale: int, max_output_pixels: int) -> None:

@@ -28,10 +28,10 @@ from hndsr_raster.scene import working_path
 
 from . import metrics
 from .errors import ServiceError
+from .imaging import image_errors
 from .inference import InferenceRunner
 from .job_store import Job, JobStore
 from .probes import ServiceState
-from .products import image_errors
 
 logger = logging.getLogger("bentoml.hndsr.jobs")
 RESULT_NAME = "result.tif"

@@ -24,9 +24,9 @@ from hndsr_model.pipeline import random_seed
 from hndsr_raster import open_raster, parse_bands
 
 from .errors import ServiceError, error_response
+from .imaging import image_errors
 from .job_store import FINISHED, Job, is_job_id, new_job_id
 from .jobs import INPUT_NAME, RESULT_NAME, JobWorker, save_upload
-from .products import image_errors
 from .schemas import DdimSteps, ScaleFactor, Seed
 
 JOB_FIELDS = ("image", "scale_factor", "ddim_steps", "seed", "bands", "output_format")

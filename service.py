@@ -1,6 +1,6 @@
 """HNDSR BentoML service: APIs, start-up and shutdown. Wiring only; the work lives in hndsr_service/.
 
-Request flow: middleware (queue depth, rate limit, payload size) -> schemas (typed parameters)
+Request flow: guards (queue depth, rate limit, payload size, body timeout) -> schemas (typed parameters)
 -> products (decode and guards: imaging for images, hndsr_raster for TIFF/GeoTIFF)
 -> inference.InferenceRunner (slots, deadline, cancellation) -> encode -> metrics.
 """
@@ -26,14 +26,14 @@ from starlette.responses import JSONResponse, Response
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.weights import WeightsError
 from hndsr_raster import parse_bands
-from hndsr_service import imaging, middleware, openapi, ratelimit, uploads
+from hndsr_service import guards, imaging, openapi, ratelimit, uploads
 from hndsr_service.errors import ServiceError, error_response
 from hndsr_service.inference import InferenceRunner
 from hndsr_service.job_store import JobStore
 from hndsr_service.jobs import JobWorker
 from hndsr_service.jobs_api import job_routes
 from hndsr_service.model_store import WEIGHTS_FILE
-from hndsr_service.probes import ServiceState, build_probe_app
+from hndsr_service.probes import build_probe_app
 from hndsr_service.products import Product, ProductRequest, make_product
 from hndsr_service.schemas import (
     Bands,
@@ -46,10 +46,11 @@ from hndsr_service.schemas import (
     Seed,
 )
 from hndsr_service.settings import get_settings
+from hndsr_service.state import ServiceState
 
 logger = logging.getLogger("bentoml.hndsr")
 settings = get_settings()
-state = ServiceState(settings=settings, in_flight=middleware.InFlight())
+state = ServiceState(settings)
 runner = InferenceRunner(state)
 jobs = JobWorker(state, runner, JobStore(settings.jobs_dir))
 shared_limits = ratelimit.connect(settings.redis_url)  # None: in-process limits
@@ -90,14 +91,14 @@ class HNDSR:
         if threading.current_thread() is threading.main_thread():
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
-            state.pipeline = HNDSRPipeline.from_pretrained(
+            pipeline = HNDSRPipeline.from_pretrained(
                 self._weights_path(), device=settings.device,
                 tile_size=settings.tile_size, tile_overlap=settings.tile_overlap)
-            state.pipeline.upscale(np.zeros((32, 32, 3), np.uint8), 4, ddim_steps=1, seed=0)
-            state.warmed = True
-            logger.info("HNDSR %s ready on %s", state.pipeline.version, state.device)
+            pipeline.upscale(np.zeros((32, 32, 3), np.uint8), 4, ddim_steps=1, seed=0)  # warm-up
+            state.model_ready(pipeline)
+            logger.info("HNDSR %s ready on %s", pipeline.version, state.device)
         except (WeightsError, NotFound, RuntimeError) as exc:
-            state.failure = f"model not loaded: {exc}"
+            state.model_failed(f"model not loaded: {exc}")
             logger.error("%s", state.failure)
 
     @bentoml.on_startup
@@ -113,7 +114,7 @@ class HNDSR:
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         """Fail readiness and refuse new inferences at once; hand over to the server's own shutdown
         once in-flight requests are done (at most DRAIN_TIMEOUT_S)."""
-        logger.info("SIGTERM: draining %d in-flight requests", state.in_flight.count)
+        logger.info("SIGTERM: draining %d in-flight requests", state.in_flight)
         previous = self._previous_sigterm
         jobs.interrupt()
         state.drain(settings.drain_timeout_s, lambda: previous(signum, frame) if callable(previous) else None)
@@ -217,13 +218,6 @@ def _request_id(ctx: bentoml.Context) -> str:
     return supplied if supplied.isascii() and supplied.isprintable() and 0 < len(supplied) <= 64 else uuid.uuid4().hex
 
 
-for guard, options in (
-    (middleware.RequestMetricsMiddleware, {}),
-    (middleware.ApiKeyMiddleware, {"settings": settings}),
-    (middleware.QueueDepthMiddleware, {"settings": settings, "in_flight": state.in_flight, "shared": shared_limits}),
-    (middleware.RateLimitMiddleware, {"settings": settings, "shared": shared_limits}),
-    (middleware.PayloadSizeMiddleware, {"settings": settings}),
-    (middleware.ErrorEnvelopeMiddleware, {}),
-):
+for guard, options in guards.stack(settings, state, shared_limits):
     HNDSR.add_asgi_middleware(guard, **options)
 openapi.document(HNDSR)

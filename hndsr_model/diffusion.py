@@ -2,7 +2,8 @@
 
 It works on the residual the neural operator leaves (HR minus operator output), pixel-unshuffled by a
 fixed factor of 4 so that every scale shares one network and each step costs about one LR-sized
-convolution stack.
+convolution stack. ``encode_condition``, ``encode_residual`` and ``decode_residual`` are that encoding,
+written once for training (``train.make_denoiser_loss``) and sampling (``pipeline``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,29 @@ from torch import nn
 
 UNSHUFFLE = 4
 RESIDUAL_CHANNELS = 3 * UNSHUFFLE * UNSHUFFLE
+
+
+def _padded(image: torch.Tensor) -> torch.Tensor:
+    """Pad ``(B, C, H, W)`` by edge replication to multiples of ``UNSHUFFLE`` (training crops already are)."""
+    height, width = image.shape[-2:]
+    return F.pad(image, (0, -width % UNSHUFFLE, 0, -height % UNSHUFFLE), mode="replicate")
+
+
+def encode_condition(sr: torch.Tensor) -> torch.Tensor:
+    """The denoiser's condition: the operator output ``(B, 3, H, W)``, clamped to [0, 1] and unshuffled to
+    ``(B, 48, ceil(H/4), ceil(W/4))``."""
+    return F.pixel_unshuffle(_padded(sr.clamp(0, 1)), UNSHUFFLE)
+
+
+def encode_residual(residual: torch.Tensor, residual_scale: float) -> torch.Tensor:
+    """``x0`` of the diffusion: HR minus operator output ``(B, 3, H, W)``, unshuffled and divided by
+    ``residual_scale`` (the residual's std on the training set) so that it has about unit variance."""
+    return F.pixel_unshuffle(_padded(residual), UNSHUFFLE) / residual_scale
+
+
+def decode_residual(x0: torch.Tensor, residual_scale: float, height: int, width: int) -> torch.Tensor:
+    """The inverse of :func:`encode_residual`: ``(B, 48, h, w) -> (B, 3, height, width)``."""
+    return F.pixel_shuffle(x0, UNSHUFFLE)[..., :height, :width] * residual_scale
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .diffusion import UNSHUFFLE
+from .diffusion import decode_residual, encode_condition
 from .sampler import DDIMSampler
 from .weights import DEFAULT_WEIGHTS, LoadedModel, load_weights
 
@@ -184,15 +183,13 @@ class HNDSRPipeline:
         sr = self.model.operator(tile, scale)
         if steps == 0:
             return sr
-        return sr + self._sample_residual(sr.clamp(0, 1), scale, steps, seed, index, cancelled)
+        return sr + self._sample_residual(sr, scale, steps, seed, index, cancelled)
 
     def _sample_residual(
-        self, cond_hr: torch.Tensor, scale: int, steps: int, seed: int | None, index: int, cancelled: CancelCheck
+        self, sr: torch.Tensor, scale: int, steps: int, seed: int | None, index: int, cancelled: CancelCheck
     ) -> torch.Tensor:
-        """DDIM-sample the texture residual for one HR tile ``(1, 3, H, W) -> (1, 3, H, W)``."""
-        height, width = cond_hr.shape[-2:]
-        pad_h, pad_w = -height % UNSHUFFLE, -width % UNSHUFFLE
-        cond = F.pixel_unshuffle(F.pad(cond_hr, (0, pad_w, 0, pad_h), mode="replicate"), UNSHUFFLE)
+        """DDIM-sample the texture residual for one operator-output tile ``(1, 3, H, W) -> (1, 3, H, W)``."""
+        cond = encode_condition(sr)
         # One generator per tile, seeded from (seed, tile index) by plain arithmetic (not hash(), which
         # Python may change), keeps the bytes reproducible and independent of the order tiles run in.
         generator = torch.Generator().manual_seed(((seed or 0) * 1_000_003 + index) % 2**63)
@@ -204,5 +201,4 @@ class HNDSRPipeline:
                 raise InferenceCancelled(f"cancelled at diffusion step {step + 1}/{steps}")
             v = self.model.denoiser(x, cond, torch.full((1,), t, device=self.device), scale)
             x = sampler.step(v, t, t_next, x)
-        residual = F.pixel_shuffle(x, UNSHUFFLE)[..., :height, :width]
-        return residual * self.model.config.residual_scale
+        return decode_residual(x, self.model.config.residual_scale, *sr.shape[-2:])

@@ -27,11 +27,20 @@ from torch import nn
 
 from . import degradation
 from .data import list_images, load_rgb
-from .diffusion import UNSHUFFLE
+from .diffusion import UNSHUFFLE, encode_condition, encode_residual
 from .operator_v2 import NeuralOperatorSRv2
 from .pipeline import resolve_device
 from .sampler import T_MAX, add_noise
-from .weights import DEFAULT_WEIGHTS, OPERATORS, ModelConfig, build_networks, load_weights, save_weights
+from .weights import (
+    DEFAULT_WEIGHTS,
+    OPERATORS,
+    ModelConfig,
+    build_networks,
+    flatten_state,
+    load_weights,
+    module_state,
+    save_weights,
+)
 
 # Scales 2-4 carry the quality bar, so they are drawn three times as often as 5-8.
 SCALE_WEIGHTS = {2: 3, 3: 3, 4: 3, 5: 1, 6: 1, 7: 1, 8: 1}
@@ -111,8 +120,7 @@ class Checkpoint:
         self.state = folder / f"{stage}.json"
 
     def save(self, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, state: dict) -> None:
-        tensors = {f"{name}.{k}": v.detach().cpu().contiguous()
-                   for name, m in modules.items() for k, v in m.state_dict().items()}
+        tensors = flatten_state(modules)
         opt_state = optimizer.state_dict()
         for pid, slots in opt_state["state"].items():
             for key, value in slots.items():
@@ -129,8 +137,7 @@ class Checkpoint:
             return None
         tensors = load_file(str(self.tensors))
         for name, module in modules.items():
-            prefix = f"{name}."
-            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            module.load_state_dict(module_state(tensors, name))
         opt_state = optimizer.state_dict()
         device = next(next(iter(modules.values())).parameters()).device
         for key, value in tensors.items():
@@ -237,8 +244,7 @@ def make_denoiser_loss(operator: nn.Module, residual_scale: float):
     def loss(model: nn.Module, lr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
         with torch.no_grad():
             sr = operator(lr, scale)
-        x0 = F.pixel_unshuffle(hr - sr, UNSHUFFLE) / residual_scale
-        cond = F.pixel_unshuffle(sr.clamp(0, 1), UNSHUFFLE)
+        x0, cond = encode_residual(hr - sr, residual_scale), encode_condition(sr)
         t = torch.rand(lr.shape[0], device=lr.device) * T_MAX
         x_t, v_target = add_noise(x0, torch.randn_like(x0), t)
         return F.mse_loss(model(x_t, cond, t, scale), v_target)
@@ -364,8 +370,7 @@ def export_checkpoint(operator: nn.Module, folder: Path) -> None:
     path = Checkpoint(folder, "operator").tensors
     if not path.is_file():
         raise SystemExit(f"no operator checkpoint at {path}")
-    tensors = load_file(str(path))
-    operator.load_state_dict({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")})
+    operator.load_state_dict(module_state(load_file(str(path)), "ema"))
     operator.eval().requires_grad_(False)
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .diffusion import ResidualDenoiser
 from .operator import NeuralOperatorSR
@@ -63,6 +65,21 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def flatten_state(modules: Mapping[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """The modules' state dicts as one flat dict for safetensors: ``<name>.<key>``, contiguous, on the CPU.
+
+    The layout of the exported weights and of the training checkpoints alike.
+    """
+    return {f"{name}.{key}": value.detach().cpu().contiguous()
+            for name, module in modules.items() for key, value in module.state_dict().items()}
+
+
+def module_state(tensors: Mapping[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """The state dict of module ``name`` inside a dict written by :func:`flatten_state`."""
+    prefix = f"{name}."
+    return {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+
+
 def build_networks(config: ModelConfig) -> tuple[NeuralOperatorSR, ResidualDenoiser]:
     if config.arch not in OPERATORS:
         raise WeightsError(f"unknown operator arch {config.arch!r}; this code knows {sorted(OPERATORS)}")
@@ -78,8 +95,7 @@ def save_weights(
     extra: dict[str, Any] | None = None,
 ) -> str:
     """Write ``path`` and its manifest; returns the sha256 of the safetensors file."""
-    tensors = {f"operator.{k}": v.detach().cpu().contiguous() for k, v in operator.state_dict().items()}
-    tensors.update({f"denoiser.{k}": v.detach().cpu().contiguous() for k, v in denoiser.state_dict().items()})
+    tensors = flatten_state({"operator": operator, "denoiser": denoiser})
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"name": MODEL_NAME, "version": version})
     digest = file_sha256(path)
@@ -128,10 +144,9 @@ def load_weights(path: Path = DEFAULT_WEIGHTS, device: str | torch.device = "cpu
         raise WeightsError(f"weights manifest config in {manifest_path(path)} is not understood: {exc}") from exc
     operator, denoiser = build_networks(config)
     tensors = load_file(str(path))
-    for prefix, net in (("operator.", operator), ("denoiser.", denoiser)):
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    for name, net in (("operator", operator), ("denoiser", denoiser)):
         try:
-            net.load_state_dict(state, strict=True)
+            net.load_state_dict(module_state(tensors, name), strict=True)
         except RuntimeError as exc:
             raise WeightsError(f"weights in {path} do not fit the configured network: {exc}") from exc
         net.to(device).eval().requires_grad_(False)

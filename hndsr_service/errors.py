@@ -1,7 +1,8 @@
 """The service's error envelope ``{"error": "<code>", "detail": "<message>"}``.
 
 Every error response, whichever layer produces it, is built here and carries ``X-Error-Code`` so the
-metrics middleware can count it by type without reading the body.
+metrics middleware can count it by type without reading the body; BentoML's own error answers are read
+into it here too (:func:`foreign_error`).
 """
 
 from __future__ import annotations
@@ -46,11 +47,39 @@ def error_response(error: ServiceError, **extra: Any) -> JSONResponse:
     )
 
 
-async def send_error(send: Send, error: ServiceError) -> None:
-    """Send a complete error response from pure-ASGI code (no Request object needed)."""
+async def send_error(send: Send, error: ServiceError, close: bool = False) -> None:
+    """Send a complete error response from pure-ASGI code (no Request object needed); ``close`` asks the
+    server to close the connection after it (for a request whose body will not be read to its end)."""
     body = json.dumps(error_body(error.code, error.detail)).encode()
     headers = {"content-type": "application/json", "content-length": str(len(body)),
-               **error_headers(error.code, error.retry_after)}
+               **error_headers(error.code, error.retry_after), **({"connection": "close"} if close else {})}
     await send({"type": "http.response.start", "status": error.status,
                 "headers": [(k.encode(), v.encode()) for k, v in headers.items()]})
     await send({"type": "http.response.body", "body": body})
+
+
+def foreign_error(status: int, body: bytes) -> ServiceError:
+    """Map a BentoML error response to the envelope; client mistakes become 422."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        payload = body.decode(errors="replace")
+    if isinstance(payload, list) and payload:  # BentoML wraps some errors in a one-element list
+        payload = payload[0]
+    detail = _describe(payload)
+    if status >= 500:
+        return ServiceError(status, "internal_error", "the server failed to process the request")
+    if status in (400, 422):
+        return ServiceError(422, "invalid_request", detail)
+    return ServiceError(status, "http_error", detail)
+
+
+def _describe(payload: Any) -> str:
+    if not isinstance(payload, dict):
+        return str(payload)[:500]
+    problems = payload.get("detail")
+    if isinstance(problems, list):
+        parts = [f"{'.'.join(str(p) for p in item.get('loc', ()))}: {item.get('msg', '')}" for item in problems
+                 if isinstance(item, dict)]
+        return "; ".join(parts)[:500] or str(payload.get("error", "invalid request"))
+    return str(payload.get("error") or problems or "invalid request")[:500]

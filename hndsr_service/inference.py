@@ -23,7 +23,7 @@ from hndsr_model.pipeline import CancelCheck, InferenceCancelled
 
 from . import metrics
 from .errors import ServiceError
-from .probes import ServiceState
+from .state import ServiceState
 
 POLL_S = 0.2
 
@@ -51,11 +51,10 @@ class InferenceRunner:
         except asyncio.TimeoutError:
             raise ServiceError(504, "queue_timeout", f"no inference slot free within {timeout_s:g} s",
                                retry_after=5) from None
-        self.state.running_inferences += 1
         try:
-            yield
+            with self.state.inference_running():
+                yield
         finally:
-            self.state.running_inferences -= 1
             self.slots.release()
 
     async def run(self, work: Callable[[CancelCheck], R], disconnected: Callable[[], Awaitable[bool]]

@@ -31,7 +31,7 @@ from .errors import ServiceError
 from .imaging import image_errors
 from .inference import InferenceRunner
 from .job_store import Job, JobStore
-from .probes import ServiceState
+from .state import ServiceState
 
 logger = logging.getLogger("bentoml.hndsr.jobs")
 RESULT_NAME = "result.tif"

@@ -1,4 +1,7 @@
-"""Limits shared by every replica through Redis: the per-client rate limit and the queue depth.
+"""The rate limiter (this process's :class:`SlidingWindowLimiter`), and the limits shared by every replica
+through Redis: the per-client rate limit and the queue depth (:class:`SharedLimits`).
+
+A client is an API key when ``API_KEYS`` is set, else an address (the rate-limit guard decides which).
 
 With ``REDIS_URL`` set, each check is one Lua script run atomically in Redis, with Redis's own clock:
 
@@ -22,6 +25,8 @@ import os
 import socket
 import time
 import uuid
+from array import array
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,6 +35,7 @@ from . import metrics
 
 logger = logging.getLogger("bentoml.hndsr")
 
+WINDOW_S = 3600
 TTL_S = 15.0
 RETRY_S = 5.0
 TIMEOUT_S = 2.0  # generous: a busy host delays the event loop, and a false "Redis is away" costs exactness
@@ -72,7 +78,55 @@ return 0
 class LocalLimiter(Protocol):
     limit: int
 
-    def hit(self, key: str) -> int | None: ...
+    def hit(self, key: str, limit: int | None = None) -> int | None: ...
+
+
+class SlidingWindowLimiter:
+    """Exact rolling-window limit per key with bounded memory.
+
+    Each key keeps at most its limit of timestamps as whole seconds in a compact ``array`` (about 70 bytes
+    for a key with one hit); keys idle for a whole window are purged, and beyond ``max_keys`` the least
+    recently seen key is evicted.
+    """
+
+    def __init__(self, limit: int, window_s: int = WINDOW_S, max_keys: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self.clock = clock
+        self.epoch = clock()
+        self.hits: OrderedDict[str, array] = OrderedDict()
+
+    def _now(self) -> int:
+        return int(self.clock() - self.epoch)
+
+    def hit(self, key: str, limit: int | None = None) -> int | None:
+        """Record a hit (``limit`` per window, default ``self.limit``); returns None if allowed, else seconds
+        until the oldest hit leaves the window."""
+        limit = limit or self.limit
+        now = self._now()
+        self._purge(now)
+        stamps = self.hits.pop(key, None) or array("I")
+        cutoff = now - self.window_s
+        drop = next((i for i, t in enumerate(stamps) if t > cutoff), len(stamps))
+        del stamps[:drop]
+        self.hits[key] = stamps
+        if len(stamps) >= limit:
+            return max(1, stamps[0] + self.window_s - now)
+        stamps.append(now)
+        while len(self.hits) > self.max_keys:
+            self.hits.popitem(last=False)
+        return None
+
+    def _purge(self, now: int) -> None:
+        """Drop keys whose newest hit left the window; the dict is ordered by last use."""
+        cutoff = now - self.window_s
+        while self.hits:
+            key, stamps = next(iter(self.hits.items()))
+            if stamps and stamps[-1] > cutoff:
+                break
+            del self.hits[key]
 
 
 @dataclass
@@ -126,12 +180,14 @@ class SharedLimits:
             logger.info("Redis reachable again: rate limit and queue depth are shared")
         return result
 
-    async def hit(self, client_key: str, local: LocalLimiter, window_s: int) -> int | None:
-        """Record a hit for ``client_key``; None if allowed, else seconds until one leaves the window."""
-        result = await self._call("rate", [f"{self.prefix}:rate:{client_key}"],
-                                  [local.limit, window_s, uuid.uuid4().hex])
+    async def hit(self, client_key: str, local: LocalLimiter, window_s: int, limit: int | None = None
+                  ) -> int | None:
+        """Record a hit for ``client_key`` (``limit`` per window, default ``local.limit``); None if allowed, else
+        seconds until one leaves the window."""
+        limit = limit or local.limit
+        result = await self._call("rate", [f"{self.prefix}:rate:{client_key}"], [limit, window_s, uuid.uuid4().hex])
         if result is None:
-            return local.hit(client_key)
+            return local.hit(client_key, limit)
         return None if result < 0 else result
 
     async def acquire(self, limit: int, local_count: int) -> Admission:

@@ -5,10 +5,11 @@ A bad value stops start-up with one line naming the variable, its value and what
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
@@ -18,6 +19,19 @@ T = TypeVar("T")
 
 class SettingsError(ValueError):
     """An environment variable holds a value the service cannot run with."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One client's key and, optionally, its own hourly limit (else ``RATE_LIMIT_PER_HOUR``)."""
+
+    secret: str = field(repr=False)
+    rate_limit_per_hour: int | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Names the key where it must be told apart (the rate limiter's records) without revealing it."""
+        return hashlib.sha256(self.secret.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -32,12 +46,14 @@ class Settings:
     max_output_pixels: int = 67_108_864
     max_concurrent: int = 4
     request_timeout_s: float = 30.0
+    # A request body that stalls this long answers 408 (slow clients must not hold their place forever).
+    body_idle_timeout_s: float = 10.0
     drain_timeout_s: float = 30.0
     tile_size: int = 256
     tile_overlap: int = 16
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     cors_origins: tuple[str, ...] = ()
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[ApiKey, ...] = ()
     weights_path: Path | None = None
     model_tag: str = "hndsr:latest"
     max_bands: int = 64
@@ -48,8 +64,11 @@ class Settings:
     job_retention_h: float = 24.0
     # With a Redis URL the rate limit and queue depth are shared by every replica using it.
     redis_url: str | None = None
-    # Distinct client IPs the rate limiter tracks; beyond it the stalest are evicted.
+    # Distinct clients (IPs or keys) the in-process rate limiter tracks; beyond it the stalest are evicted.
     rate_limit_max_clients: int = 10_000
+    # What counts as progress for body_idle_timeout_s: this much more of the body, or its end. Without it a
+    # client sending one byte a second would never be idle; with it a body must come at 1.6 KB/s or faster.
+    body_progress_bytes: int = 16 * 1024
 
     @property
     def max_payload_bytes(self) -> int:
@@ -82,6 +101,50 @@ def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+KEY_FORBIDDEN = frozenset(",=")
+MIN_KEY_LENGTH = 16
+
+
+def _api_key(entry: str) -> ApiKey | None:
+    """``KEY`` or ``KEY=LIMIT``; None when the entry is malformed (the caller names it, never its text)."""
+    secret, _, limit = entry.partition("=")
+    usable = (len(secret) >= MIN_KEY_LENGTH and secret.isascii() and secret.isprintable()
+              and not any(c.isspace() or c in KEY_FORBIDDEN for c in secret))
+    if not usable or (limit and not (limit.isdigit() and int(limit) > 0)):
+        return None
+    return ApiKey(secret, int(limit) if limit else None)
+
+
+def _api_keys(env: Mapping[str, str]) -> tuple[ApiKey, ...]:
+    """From ``API_KEYS`` (comma-separated) or ``API_KEYS_FILE`` (one entry a line, ``#`` comments).
+
+    Error messages say which entry is wrong but never quote it: it may be someone's key.
+    """
+    listed, path = env.get("API_KEYS", "").strip(), env.get("API_KEYS_FILE", "").strip()
+    if listed and path:
+        raise SettingsError("API_KEYS and API_KEYS_FILE are both set: give the keys in one of them")
+    if path:
+        name = "API_KEYS_FILE"
+        try:
+            lines = Path(path).read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"API_KEYS_FILE={path!r} is invalid: cannot read it ({exc})") from None
+        entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    else:
+        name, entries = "API_KEYS", [part.strip() for part in listed.split(",") if part.strip()]
+    keys = []
+    for number, entry in enumerate(entries, 1):
+        key = _api_key(entry)
+        if key is None:
+            raise SettingsError(f"{name} entry {number} is invalid: expected KEY or KEY=LIMIT, KEY at least "
+                                f"{MIN_KEY_LENGTH} visible ASCII characters other than , and =, LIMIT a positive "
+                                "integer (requests per hour)")
+        keys.append(key)
+    if len({key.secret for key in keys}) < len(keys):
+        raise SettingsError(f"{name} lists a key twice")
+    return tuple(keys)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``env`` (default ``os.environ``); raises :class:`SettingsError`."""
     env = os.environ if env is None else env
@@ -100,6 +163,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_output_pixels=_parse(env, "MAX_OUTPUT_PIXELS", d.max_output_pixels, *positive_int),
         max_concurrent=_parse(env, "MAX_CONCURRENT", d.max_concurrent, *positive_int),
         request_timeout_s=_parse(env, "REQUEST_TIMEOUT_S", d.request_timeout_s, *positive_float),
+        body_idle_timeout_s=_parse(env, "BODY_IDLE_TIMEOUT_S", d.body_idle_timeout_s, *positive_float),
         drain_timeout_s=_parse(env, "DRAIN_TIMEOUT_S", d.drain_timeout_s, *positive_float),
         tile_size=tile_size,
         tile_overlap=_parse(env, "TILE_OVERLAP", d.tile_overlap, int, lambda v: 0 <= v < tile_size // 2,
@@ -108,8 +172,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                "comma-separated IP addresses or CIDR networks"),
         cors_origins=_parse(env, "CORS_ORIGINS", d.cors_origins, _csv, lambda v: True,
                             "comma-separated origins or *"),
-        api_keys=_parse(env, "API_KEYS", d.api_keys, _csv, lambda v: all(len(k) >= 16 for k in v),
-                        "comma-separated keys of at least 16 characters"),
+        api_keys=_api_keys(env),
         weights_path=_parse(env, "WEIGHTS_PATH", d.weights_path, Path, lambda v: True, "a file path"),
         redis_url=_parse(env, "REDIS_URL", d.redis_url, str,
                          lambda v: v.startswith(("redis://", "rediss://", "unix://")),

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.browser.conftest import DESKTOP, PHONE, PageLog, shot
-from tests.conftest import DATA, requires_data
+from tests.browser.helpers import DESKTOP, PHONE, PageLog, shot
+from tests.helpers import DATA, requires_data
 from tests.integration.server import Server, serving
 
 pytestmark = [pytest.mark.integration, requires_data("rsscn7", "val"), requires_data("geotiff")]

@@ -26,11 +26,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hndsr_service.settings import Settings
+from hndsr_service.settings import ApiKey, Settings
 from hndsr_service.ui import ui_routes
-from tests.browser.conftest import DESKTOP, PageLog
-from tests.conftest import DATA, encode, requires_data, rgb_image
-from tests.integration.server import free_port
+from tests.browser.helpers import DESKTOP, PageLog
+from tests.helpers import DATA, encode, free_port, requires_data, rgb_image
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +56,7 @@ class StandIn:
         self.jobs_enabled = True
         self.upscale_limit: int | None = None
         self.upscale_times_out = False
-        settings = Settings(max_image_pixels=100_000, max_payload_mb=0.5, api_keys=(KEY,))
+        settings = Settings(max_image_pixels=100_000, max_payload_mb=0.5, api_keys=(ApiKey(KEY),))
         self.app = Starlette(routes=[
             *ui_routes(settings),
             Route("/ready", lambda _: JSONResponse({"status": "ready"})),

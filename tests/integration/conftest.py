@@ -11,17 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT, docker
 
 IMAGE = os.environ.get("HNDSR_TEST_IMAGE", "hndsr:test")
-
-
-def docker(*args: str, check: bool = True, timeout: float = 600) -> str:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, "DOCKER_BUILDKIT": "0"})
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
-    return result.stdout.strip()
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from hndsr_service.settings import get_settings
-from tests.conftest import encode, rgb_image
+from tests.helpers import encode, rgb_image
 from tests.unit.test_imaging import png_header_only
 
 BASE_ENV = {"RATE_LIMIT_PER_HOUR": "1000", "MAX_PAYLOAD_MB": "1", "MAX_IMAGE_PIXELS": "250000",

@@ -21,9 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, encode, rgb_image
-from tests.integration.conftest import docker
-from tests.integration.server import free_port
+from tests.helpers import ROOT, docker, encode, free_port, rgb_image
 
 pytestmark = pytest.mark.integration
 SMALL = {"image": base64.b64encode(encode(rgb_image(32, 32))).decode(), "scale_factor": 2}

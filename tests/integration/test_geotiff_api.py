@@ -17,7 +17,7 @@ from PIL import Image
 from rasterio.enums import ColorInterp
 from rasterio.io import MemoryFile
 
-from tests.conftest import encode, rgb_image
+from tests.helpers import encode, rgb_image
 from tests.integration.server import Server, serving
 from tests.rasters import NORTH_UP, UTM, smooth, upsample, write_raster
 

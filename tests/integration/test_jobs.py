@@ -23,7 +23,7 @@ import rasterio
 from affine import Affine
 from rasterio.io import MemoryFile
 
-from tests.conftest import encode, rgb_image
+from tests.helpers import encode, rgb_image
 from tests.integration.server import Server, serving
 from tests.rasters import NORTH_UP, UTM, psnr, smooth, write_raster
 

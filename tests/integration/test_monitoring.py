@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from hndsr_service.settings import Settings, load_settings
-from tests.conftest import ROOT, encode, rgb_image
-from tests.integration.server import Server, free_port
+from tests.helpers import ROOT, encode, free_port, rgb_image
+from tests.integration.server import Server
 
 pytestmark = pytest.mark.integration
 MONITORING = ROOT / "monitoring"

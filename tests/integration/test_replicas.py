@@ -29,8 +29,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import ROOT, encode, rgb_image
-from tests.integration.server import free_port
+from tests.helpers import ROOT, encode, free_port, rgb_image
 
 pytestmark = pytest.mark.integration
 RATE_LIMIT = 20

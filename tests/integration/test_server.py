@@ -15,7 +15,7 @@ import rasterio
 from PIL import Image
 from rasterio.io import MemoryFile
 
-from tests.conftest import DATA, encode, requires_data, rgb_image
+from tests.helpers import DATA, encode, requires_data, rgb_image
 from tests.integration.server import Server, serving
 
 pytestmark = pytest.mark.integration

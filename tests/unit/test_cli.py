@@ -11,7 +11,7 @@ from affine import Affine
 from PIL import Image
 
 from hndsr_client.cli import main
-from tests.conftest import DATA, requires_data, rgb_image
+from tests.helpers import DATA, requires_data, rgb_image
 
 
 def test_file_and_folder(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from hndsr_model import degradation
 from hndsr_model.data import list_images, load_rgb, make_pair
-from tests.conftest import DATA, requires_data, rgb_image
+from tests.helpers import DATA, requires_data, rgb_image
 
 
 def torch_lr(hr: np.ndarray, scale: int) -> np.ndarray:

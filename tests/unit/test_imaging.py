@@ -13,7 +13,7 @@ from hndsr_model.data import to_rgb8
 from hndsr_service.errors import ServiceError
 from hndsr_service.imaging import check_output, decode_base64, decode_image, output_format
 from hndsr_service.imaging import encode as encode_as
-from tests.conftest import DATA, encode, requires_data, rgb_image
+from tests.helpers import DATA, encode, requires_data, rgb_image
 
 
 def status_of(fn, *args) -> tuple[int, str]:

@@ -12,7 +12,7 @@ import yaml
 
 from hndsr_service import metrics
 from hndsr_service.settings import Settings, load_settings
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.30.0"

@@ -9,13 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from hndsr_model.diffusion import RESIDUAL_CHANNELS, ResidualDenoiser
+from hndsr_model.diffusion import (
+    RESIDUAL_CHANNELS,
+    ResidualDenoiser,
+    decode_residual,
+    encode_condition,
+    encode_residual,
+)
 from hndsr_model.operator import NeuralOperatorSR
 from hndsr_model.pipeline import HNDSRPipeline, InferenceCancelled, ramp, tile_starts
 from hndsr_model.quality import y_psnr
 from hndsr_model.sampler import DDIMSampler, add_noise, alpha_sigma
 from hndsr_model.weights import DEFAULT_WEIGHTS, WeightsError, load_weights, manifest_path
-from tests.conftest import rgb_image
+from tests.helpers import rgb_image
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +50,15 @@ def test_denoiser_shape() -> None:
     net = ResidualDenoiser(channels=8, blocks=1)
     x = torch.randn(2, RESIDUAL_CHANNELS, 6, 5)
     assert net(x, torch.rand_like(x), torch.rand(2), 4).shape == x.shape
+
+
+@pytest.mark.parametrize(("height", "width"), [(64, 48), (50, 37)])
+def test_residual_encoding_round_trips_on_any_tile(height: int, width: int) -> None:
+    """Training encodes HR - SR with it and sampling decodes with its inverse; odd tiles are edge-padded."""
+    residual, sr = torch.randn(1, 3, height, width) * 0.05, torch.rand(1, 3, height, width)
+    x0 = encode_residual(residual, 0.05)
+    assert x0.shape == encode_condition(sr).shape == (1, RESIDUAL_CHANNELS, -(-height // 4), -(-width // 4))
+    assert torch.allclose(decode_residual(x0, 0.05, height, width), residual, atol=1e-7)
 
 
 @pytest.mark.parametrize("scale", range(2, 9))

@@ -127,7 +127,7 @@ def test_unknown_arch_is_a_weights_error(tmp_path: Path) -> None:
 
 def test_pipeline_serves_v2_weights_with_and_without_diffusion(tmp_path: Path) -> None:
     from hndsr_model.pipeline import HNDSRPipeline
-    from tests.conftest import rgb_image
+    from tests.helpers import rgb_image
 
     config = ModelConfig(operator=SMALL, arch="v2", denoiser={"channels": 8, "blocks": 1})
     path = tmp_path / "v2.safetensors"

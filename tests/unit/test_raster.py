@@ -18,7 +18,7 @@ from rio_cogeo.cogeo import cog_validate
 from hndsr_model.pipeline import HNDSRPipeline, InferenceCancelled
 from hndsr_raster import BandPlan, RasterError, RasterTooLarge, SceneOptions, SceneUpscaler, open_raster, parse_bands
 from hndsr_raster.radiometry import HIGH_PERCENTILE, LOW_PERCENTILE, scene_stats
-from tests.conftest import DATA, requires_data
+from tests.helpers import DATA, requires_data
 from tests.rasters import (
     NORTH_UP,
     ROTATED,

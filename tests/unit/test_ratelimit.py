@@ -1,49 +1,18 @@
-"""The Redis-shared limits: exact counts across 'replicas' (several SharedLimits on one real redis-server), the
-expiry of a dead replica's in-flight count, and the per-replica fallback when Redis is away."""
+"""The rate limiter of one process, and the Redis-shared limits: exact counts across 'replicas' (several
+SharedLimits on one real redis-server), per-client limits, the expiry of a dead replica's in-flight count, and
+the per-replica fallback when Redis is away."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
+import tracemalloc
 
 import pytest
 
 from hndsr_service import metrics, ratelimit
-from hndsr_service.middleware import SlidingWindowLimiter
-from hndsr_service.ratelimit import SharedLimits
+from hndsr_service.ratelimit import SharedLimits, SlidingWindowLimiter
 from hndsr_service.settings import SettingsError, load_settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    server = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(server).exists():
-        pytest.skip("redis-server is not installed (.ci/run installs Debian's redis-server)")
-    port = free_port()
-    process = subprocess.Popen([server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly",
-                                "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(timeout=10)
 
 
 def replicas(url: str, n: int) -> list[SharedLimits]:
@@ -62,6 +31,18 @@ def test_rate_limit_is_exact_across_replicas(redis_url: str) -> None:
     results = asyncio.run(scenario())
     assert results.count(None) == 7
     assert all(1 <= r <= 3600 for r in results if r is not None)
+
+
+def test_each_client_has_its_own_limit_across_replicas(redis_url: str) -> None:
+    async def scenario() -> tuple[list[int | None], list[int | None]]:
+        shared = replicas(redis_url, 2)
+        local = SlidingWindowLimiter(3)
+        default = [await shared[i % 2].hit("key:aaaa", local, 3600) for i in range(5)]
+        own = [await shared[i % 2].hit("key:bbbb", local, 3600, limit=4) for i in range(6)]
+        return default, own
+
+    default, own = asyncio.run(scenario())
+    assert default.count(None) == 3 and own.count(None) == 4
 
 
 def test_queue_depth_is_shared_and_released(redis_url: str) -> None:
@@ -89,6 +70,39 @@ def test_dead_replica_counts_expire(redis_url: str, monkeypatch: pytest.MonkeyPa
         assert (await alive.acquire(1, 0)).admitted
 
     asyncio.run(scenario())
+
+
+def test_rolling_window_frees_oldest_hit() -> None:
+    now = [0.0]
+    limiter = SlidingWindowLimiter(2, window_s=100, clock=lambda: now[0])
+    assert limiter.hit("a") is None
+    now[0] = 40
+    assert limiter.hit("a") is None
+    assert limiter.hit("a") == 60
+    now[0] = 101
+    assert limiter.hit("a") is None  # the hit at t=0 left the window
+    assert limiter.hit("b") is None  # keys are independent
+
+
+def test_a_client_limit_other_than_the_default() -> None:
+    limiter = SlidingWindowLimiter(2)
+    assert [limiter.hit("big", limit=4) for _ in range(5)].count(None) == 4
+    assert [limiter.hit("small") for _ in range(3)].count(None) == 2
+
+
+def test_limiter_memory_is_bounded_and_stale_keys_purged() -> None:
+    now = [0.0]
+    limiter = SlidingWindowLimiter(100, window_s=3600, max_keys=10_000, clock=lambda: now[0])
+    tracemalloc.start()
+    for i in range(20_000):
+        limiter.hit(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
+    current, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(limiter.hits) == 10_000
+    assert current < 4 * 2**20, f"{current / 2**20:.1f} MiB for 10,000 clients"
+    now[0] = 4000
+    limiter.hit("new")
+    assert list(limiter.hits) == ["new"]
 
 
 class GoneRedis:

@@ -32,3 +32,35 @@ def test_environment_overrides() -> None:
 def test_bad_values_are_named(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         load_settings({name: value})
+
+
+def test_api_keys_as_a_list_or_a_file_with_own_limits(tmp_path) -> None:
+    listed = load_settings({"API_KEYS": f"{'a' * 16}, {'b' * 20}=500"}).api_keys
+    assert [(k.secret, k.rate_limit_per_hour) for k in listed] == [("a" * 16, None), ("b" * 20, 500)]
+    keys = tmp_path / "keys"
+    keys.write_text(f"# team A\n{'a' * 16}\n\n{'b' * 20}=500\n")
+    assert load_settings({"API_KEYS_FILE": str(keys)}).api_keys == listed
+    assert len({k.fingerprint for k in listed}) == 2 and "a" * 16 not in repr(load_settings({"API_KEYS_FILE": str(keys)}))
+
+
+@pytest.mark.parametrize("entry", ["short-key", f"{'s' * 16}=0", f"{'s' * 16}=many", f"{'s' * 8} {'t' * 8}"])
+def test_a_bad_key_is_named_by_its_place_never_quoted(entry: str) -> None:
+    with pytest.raises(SettingsError, match="API_KEYS entry 2") as raised:
+        load_settings({"API_KEYS": f"{'a' * 16},{entry}"})
+    assert entry not in str(raised.value) and "a" * 16 not in str(raised.value)
+
+
+def test_api_keys_in_one_place_only(tmp_path) -> None:
+    with pytest.raises(SettingsError, match="both set"):
+        load_settings({"API_KEYS": "a" * 16, "API_KEYS_FILE": str(tmp_path / "keys")})
+    with pytest.raises(SettingsError, match="API_KEYS_FILE"):
+        load_settings({"API_KEYS_FILE": str(tmp_path / "absent")})
+    with pytest.raises(SettingsError, match="twice"):
+        load_settings({"API_KEYS": f"{'a' * 16},{'a' * 16}=5"})
+
+
+def test_body_idle_timeout() -> None:
+    assert load_settings({}).body_idle_timeout_s == 10.0
+    assert load_settings({"BODY_IDLE_TIMEOUT_S": "2.5"}).body_idle_timeout_s == 2.5
+    with pytest.raises(SettingsError, match="BODY_IDLE_TIMEOUT_S"):
+        load_settings({"BODY_IDLE_TIMEOUT_S": "0"})

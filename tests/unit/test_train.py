@@ -10,7 +10,7 @@ from PIL import Image
 
 from hndsr_model import degradation, train
 from hndsr_model.weights import load_weights
-from tests.conftest import rgb_image
+from tests.helpers import rgb_image
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ import re
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from hndsr_service.settings import Settings
+from hndsr_service.settings import ApiKey, Settings
 from hndsr_service.ui import STATIC, ui_routes
 
 CONTRACT_IDS = ("file", "scale", "steps", "seed", "run", "status", "before", "after", "split", "download", "error")
@@ -43,7 +43,7 @@ def test_static_files_and_no_outside_urls() -> None:
 
 
 def test_config_tells_the_page_the_limits() -> None:
-    body = client(max_image_pixels=1000, max_payload_mb=0.5, api_keys=("k" * 16,)).get("/ui/config.json").json()
+    body = client(max_image_pixels=1000, max_payload_mb=0.5, api_keys=(ApiKey("k" * 16),)).get("/ui/config.json").json()
     assert body == {"max_image_pixels": 1000, "max_output_pixels": Settings().max_output_pixels,
                     "max_payload_bytes": 524288, "api_key_required": True}
     assert client().get("/ui/config.json").json()["api_key_required"] is False

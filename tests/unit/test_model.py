@@ -179,3 +179,7 @@ def test_committed_weights_are_small_and_verified() -> None:
     assert DEFAULT_WEIGHTS.stat().st_size < 20 * 2**20
     model = load_weights()
     assert len(model.sha256) == 64 and model.version
+    # The default is v2; v1 stays beside it, loadable, for comparisons and as v2's starting point.
+    assert model.config.arch == "v2" and model.manifest["quality"]["y_psnr_db"]["x4"]["hndsr"] > 28.08
+    v1 = load_weights(DEFAULT_WEIGHTS.with_name("hndsr-1.0.0.safetensors"))
+    assert v1.config.arch == "v1" and v1.version == "1.0.0"

@@ -2,9 +2,10 @@
 
 BentoML generates entries for the ``@bentoml.api`` methods only, lists 400/404/500 for them (bodies of its
 own that the service never sends), and flattens nullable parameters into non-nullable ones. :func:`document`
-rebuilds the paths: the APIs' request bodies from their input models (strict, no unknown fields), every
-status each route can answer with the error envelope, the probes, the metrics and the scene jobs. 401 and
-the API-key schemes appear only when ``API_KEYS`` is set, as the server then behaves.
+rebuilds the paths: the APIs' request bodies from their signatures (strict, no unknown fields), every status
+each route can answer with the error envelope, the probes, the metrics and the scene jobs; response bodies
+are the models of ``schemas.py``. 401 and the API-key schemes appear only when ``API_KEYS`` is set, as the
+server then behaves.
 
 The document is OpenAPI 3.1: its schemas are pydantic's JSON Schema 2020-12 (``null`` types, ``prefixItems``).
 """
@@ -98,7 +99,7 @@ def _form(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def api_paths(service: Any, settings: Settings) -> dict[str, PathItem]:
-    """``/infer`` and ``/upscale`` from BentoML's entries, with their real bodies and answers."""
+    """``/infer`` and ``/upscale``: their bodies and every answer."""
     auth = (401,) if settings.api_keys else ()
     infer, upscale = service.apis["infer"], service.apis["upscale"]
     common = (400, *auth, 408, 413, 422, 429, 500, 503, 504)
@@ -155,8 +156,7 @@ def probe_paths() -> dict[str, PathItem]:
         "/version": PathItem(get={"tags": tags, "summary": "API, model, weights and library versions",
                                   "responses": {"200": _json("Versions", _ref(Version))}}),
         "/metrics": PathItem(get={"tags": tags, "summary": "Prometheus metrics (text exposition format)",
-                                  "responses": {"200": {"description": "Metrics", "content": {
-                                      "text/plain": {"schema": {"type": "string"}}}}}}),
+                                  "responses": {"200": {"description": "Metrics", "content": TEXT}}}),
         **{path: PathItem(get={"tags": tags, "summary": summary,
                                "responses": {"200": plain, "503": {"description": "No", "content": TEXT}}})
            for path, summary in (("/livez", "BentoML's liveness probe (same state as /health)"),
@@ -205,12 +205,12 @@ def job_paths(settings: Settings) -> dict[str, PathItem]:
 
 
 def components(settings: Settings) -> dict[str, Any]:
+    """The response models (and the models they hold), and the key schemes when ``API_KEYS`` is set."""
     _, schemas = models_json_schema([(model, "serialization") for model in (
         ErrorResponse, InferResponse, Health, Readiness, Version, Job, JobAccepted)], ref_template=REF)
-    found = schemas["$defs"]
     security = {"bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <key>"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}} if settings.api_keys else {}
-    return {"schemas": found, **({"securitySchemes": security} if security else {})}
+    return {"schemas": schemas["$defs"], **({"securitySchemes": security} if security else {})}
 
 
 def _secure(paths: dict[str, PathItem], settings: Settings) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from annotated_types import Ge, Le
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
@@ -39,9 +39,10 @@ OutputFormat = Annotated[Literal["png", "jpeg", "webp", "tiff"] | None, Field(
                 "and PNG otherwise", examples=[None])]
 BandList = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,4}(,[1-9][0-9]{0,4})*$")]
 # A form field "4" reaches the API as the number 4 (BentoML reads form values as JSON): the same list.
-Bands = Annotated[BandList | whole_number(1, 99_999) | None, AfterValidator(lambda v: str(v) if isinstance(v, int) else v),
-                  Field(description="TIFF/GeoTIFF inputs: comma-separated 1-based bands to keep, in output order "
-                                    "(e.g. 4,3,2), or one band number; null = all bands", examples=[None])]
+Bands = Annotated[
+    BandList | whole_number(1, 99_999) | None, AfterValidator(lambda v: str(v) if isinstance(v, int) else v),
+    Field(description="Comma-separated 1-based bands to keep, in output order (e.g. 4,3,2), or one band number; "
+                      "a PNG, JPEG or WebP has bands 1-3 (red, green, blue); null = all bands", examples=[None])]
 Base64Image = Annotated[str, Strict(), Field(
     description="PNG/JPEG/TIFF/WebP file as base64; a data:image/...;base64, prefix is allowed",
     examples=["iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAJUlEQVR42mPc3+rHAAPhDGvgbCYGHIB0CRYvHhU458fP07SwAwAVYgXdW6kxywAAAABJRU5ErkJggg=="])]
@@ -68,7 +69,11 @@ def form_value(text: str) -> Any:
         return text
 
 
-Service = TypeVar("Service")
+class _Service(Protocol):
+    apis: dict[str, Any]
+
+
+Service = TypeVar("Service", bound=_Service)
 
 
 def strict_apis(service: Service) -> Service:
@@ -78,7 +83,7 @@ def strict_apis(service: Service) -> Service:
     fields by default; refusing them is what tells a client that ``scale=4`` (for ``scale_factor``) or a
     feature it expects does not exist.
     """
-    for api in service.apis.values():  # type: ignore[attr-defined]
+    for api in service.apis.values():
         api.input_spec.model_config["extra"] = "forbid"
         api.input_spec.model_rebuild(force=True)
     return service

@@ -41,7 +41,7 @@ def run_schemathesis(url: str, reports: Path, headers: tuple[str, ...] = ()) -> 
                "--report-ndjson-path", str(reports / "events.ndjson")]
     for header in headers:
         command += ["--header", header]
-    return subprocess.run(command, capture_output=True, text=True, timeout=1200, cwd=reports)
+    return subprocess.run(command, capture_output=True, text=True, timeout=1200, cwd=ROOT)
 
 
 def checks_run(events: Path) -> collections.Counter[str]:

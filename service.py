@@ -194,6 +194,8 @@ def _bands(text: str | None) -> tuple[int, ...] | None:
         return parse_bands(text)
     except ValueError as exc:
         raise ServiceError(422, "invalid_request", str(exc)) from None
+
+
 for guard, options in (
     (middleware.RequestMetricsMiddleware, {}),
     (middleware.ApiKeyMiddleware, {"settings": settings}),

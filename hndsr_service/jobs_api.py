@@ -36,6 +36,7 @@ QUEUE_RETRY_AFTER_S = 30
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+
 def enveloped(handler: Handler) -> Handler:
     """Answer the handler's refusals, and the form parser's, with the service's JSON envelope."""
 
@@ -109,8 +110,7 @@ def job_routes(worker: JobWorker) -> list[Route]:
         # One route per path, so that a 405 names every method the path has (Allow: DELETE, GET, HEAD).
         return await (delete(request) if request.method == "DELETE" else status(request))
 
-    # ``path`` converters: any text after /jobs/ is a job id to look up (a 404 in the envelope), never a
-    # route that does not exist.
+    # ``path``: whatever follows /jobs/, slashes included, is a job id to look up (404 in the envelope).
     return [Route("/jobs", enveloped(submit), methods=["POST"]),
             Route("/jobs/{job_id:path}/result", enveloped(result), methods=["GET", "HEAD"]),
             Route("/jobs/{job_id:path}", enveloped(job), methods=["GET", "DELETE"])]

@@ -61,16 +61,24 @@ class SceneOptions:
 
 @contextlib.contextmanager
 def open_raster(source: Path | bytes) -> Iterator[DatasetReader]:
-    """Open a raster file or in-memory bytes; damaged or non-raster data raises :class:`RasterError`."""
-    try:
-        with contextlib.ExitStack() as stack:
+    """Open a raster file or in-memory bytes; damaged or non-raster data raises :class:`RasterError`.
+
+    GDAL's messages name the file (a server path, or ``/vsimem/``), so the errors are in our own words.
+    """
+    if isinstance(source, bytes) and not source:
+        raise RasterError("image is empty")
+    with contextlib.ExitStack() as stack:
+        try:
             if isinstance(source, bytes):
                 src = stack.enter_context(stack.enter_context(MemoryFile(source)).open())
             else:
                 src = stack.enter_context(rasterio.open(source))
+        except RasterioError:
+            raise RasterError("not a raster this service can read (GeoTIFF/TIFF, PNG, JPEG, WebP)") from None
+        try:
             yield src
-    except RasterioError as exc:
-        raise RasterError(f"raster could not be read: {exc}") from None
+        except RasterioError:
+            raise RasterError("raster is damaged or truncated") from None
 
 
 class SceneUpscaler:

@@ -129,6 +129,8 @@ class JobWorker:
         if status == "cancelled":
             shutil.rmtree(self.store.job_dir(job.id), ignore_errors=True)
         self.store.finish(job.id, status, error)
+        if self.store.get(job.id).expired:  # type: ignore[union-attr]  # deleted by its client while it ran
+            shutil.rmtree(self.store.job_dir(job.id), ignore_errors=True)
         metrics.JOB_SECONDS.labels(status=status).observe(time.perf_counter() - started)
         if error:
             metrics.JOB_FAILURES.labels(reason=metrics.job_failure_reason(error["error"])).inc()

@@ -70,7 +70,7 @@ def test_python_client(server: Server, tmp_path: Path) -> None:
         body = result if isinstance(result, dict) else result.model_dump()
         assert (body["width"], body["height"]) == (60, 40)
         out = client.upscale(image=source, scale_factor=3)
-        assert Image.open(out).size == (90, 60)
+        assert Image.open(out).size == (90, 60) and out.name.endswith("hndsr-x3.png")
 
 
 def test_probes_never_limited_and_version(server: Server) -> None:

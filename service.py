@@ -16,7 +16,6 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-import anyio
 import bentoml
 import numpy as np
 from bentoml.exceptions import NotFound
@@ -46,6 +45,7 @@ from hndsr_service.schemas import (
     Seed,
 )
 from hndsr_service.settings import get_settings
+from hndsr_service.threads import run_in_thread
 
 logger = logging.getLogger("bentoml.hndsr")
 settings = get_settings()
@@ -139,11 +139,11 @@ class HNDSR:
         """Upscale a base64 image; returns the base64 file (PNG, or GeoTIFF for a TIFF input) and metadata."""
         request_id = _request_id(ctx)
         try:
-            data = await anyio.to_thread.run_sync(imaging.decode_base64, image)
+            data = await run_in_thread(imaging.decode_base64, image)
             product, meta = await self._produce(
                 ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format, None),
                 ctx, request_id)
-            encoded = await anyio.to_thread.run_sync(lambda: base64.b64encode(product.content).decode())
+            encoded = await run_in_thread(lambda: base64.b64encode(product.content).decode())
         except ServiceError as exc:
             return _failure(ctx, exc, request_id)
         width, height = product.output_size
@@ -168,7 +168,7 @@ class HNDSR:
         try:
             if not ctx.request.headers.get("content-type", "").startswith("multipart/form-data"):
                 raise ServiceError(415, "unsupported_media_type", "send the image as multipart/form-data")
-            data = await anyio.to_thread.run_sync(image.read_bytes)
+            data = await run_in_thread(image.read_bytes)
             product, meta = await self._produce(
                 ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format,
                                ctx.request.headers.get("accept")), ctx, request_id)

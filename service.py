@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.weights import WeightsError
 from hndsr_raster import parse_bands
-from hndsr_service import imaging, middleware, openapi, ratelimit, uploads
+from hndsr_service import imaging, metrics, middleware, openapi, ratelimit, uploads
 from hndsr_service.errors import ServiceError, error_response
 from hndsr_service.inference import InferenceRunner
 from hndsr_service.job_store import JobStore
@@ -49,6 +49,7 @@ from hndsr_service.threads import run_in_thread
 
 logger = logging.getLogger("bentoml.hndsr")
 settings = get_settings()
+metrics.setup_multiprocess_store()  # before `bentoml serve` picks the folder its metrics live in
 state = ServiceState(settings=settings, in_flight=middleware.InFlight())
 runner = InferenceRunner(state)
 jobs = JobWorker(state, runner, JobStore(settings.jobs_dir))

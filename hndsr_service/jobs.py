@@ -117,7 +117,7 @@ class JobWorker:
             status, error = "failed", {"error": exc.code, "detail": exc.detail}
         except OSError as exc:
             code = "disk_full" if exc.errno == errno.ENOSPC else "io_error"
-            status, error = "failed", {"error": code, "detail": f"writing the result failed: {exc.strerror}"}
+            status, error = "failed", {"error": code, "detail": f"writing the result failed: {exc.strerror or exc}"}
         except Exception:
             logger.exception("job %s failed", job.id)
             status, error = "failed", {"error": "internal_error", "detail": f"the job failed (job id {job.id})"}

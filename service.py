@@ -16,7 +16,6 @@ import threading
 from pathlib import Path
 from typing import Annotated, Any
 
-import anyio
 import bentoml
 import numpy as np
 from bentoml.exceptions import NotFound
@@ -25,7 +24,7 @@ from bentoml.validators import ContentType
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.weights import WeightsError
 from hndsr_raster import parse_bands
-from hndsr_service import guards, imaging, openapi, ratelimit, uploads
+from hndsr_service import guards, imaging, metrics, openapi, ratelimit, uploads
 from hndsr_service.errors import ServiceError, api_errors, request_id
 from hndsr_service.inference import InferenceRunner
 from hndsr_service.job_store import JobStore
@@ -48,9 +47,11 @@ from hndsr_service.schemas import (
 )
 from hndsr_service.settings import get_settings
 from hndsr_service.state import ServiceState
+from hndsr_service.threads import run_in_thread
 
 logger = logging.getLogger("bentoml.hndsr")
 settings = get_settings()
+metrics.setup_multiprocess_store()  # before `bentoml serve` picks the folder its metrics live in
 state = ServiceState(settings)
 runner = InferenceRunner(state)
 jobs = JobWorker(state, runner, JobStore(settings.jobs_dir))
@@ -142,10 +143,10 @@ class HNDSR:
         ctx: bentoml.Context,
     ) -> InferResponse:
         """Upscale a base64 image; returns the base64 file (PNG, or GeoTIFF for a TIFF input) and metadata."""
-        data = await anyio.to_thread.run_sync(imaging.decode_base64, image)
+        data = await run_in_thread(imaging.decode_base64, image)
         product, meta = await self._produce(
             ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format, None), ctx)
-        encoded = await anyio.to_thread.run_sync(lambda: base64.b64encode(product.content).decode())
+        encoded = await run_in_thread(lambda: base64.b64encode(product.content).decode())
         width, height = product.output_size
         return InferResponse(image=encoded, media_type=product.media_type, width=width, height=height,
                              scale_factor=scale_factor, metadata=meta if return_metadata else None)
@@ -167,14 +168,14 @@ class HNDSR:
         a TIFF/GeoTIFF input, PNG otherwise, or the format of ``output_format`` / the ``Accept`` header."""
         if not ctx.request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise ServiceError(415, "unsupported_media_type", "send the image as multipart/form-data")
-        data = await anyio.to_thread.run_sync(image.read_bytes)
+        data = await run_in_thread(image.read_bytes)
         product, meta = await self._produce(
             ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format,
                            ctx.request.headers.get("accept")), ctx)
         ctx.response.headers.update({"x-hndsr-latency-ms": str(meta.latency_ms), "x-hndsr-seed": str(meta.seed)})
         # The request's own temporary folder: BentoML streams the file from it, then empties it.
         result = Path(ctx.temp_dir) / f"hndsr-x{scale_factor}{mimetypes.guess_extension(product.media_type)}"
-        await anyio.to_thread.run_sync(result.write_bytes, product.content)
+        await run_in_thread(result.write_bytes, product.content)
         return result
 
     async def _produce(self, request: ProductRequest, ctx: bentoml.Context) -> tuple[Product, InferMetadata]:

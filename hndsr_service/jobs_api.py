@@ -12,7 +12,6 @@ import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-import anyio
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -28,6 +27,7 @@ from .imaging import image_errors
 from .job_store import FINISHED, Job, is_job_id, new_job_id
 from .jobs import INPUT_NAME, RESULT_NAME, JobWorker, save_upload
 from .schemas import JobParams, form_value
+from .threads import run_in_thread
 
 JOB_FIELDS = ("image", "scale_factor", "ddim_steps", "seed", "bands", "output_format")
 QUEUE_RETRY_AFTER_S = 30
@@ -76,7 +76,7 @@ def job_routes(worker: JobWorker) -> list[Route]:
                 upload = form.get("image")
                 if not isinstance(upload, UploadFile):
                     raise ServiceError(422, "invalid_request", "the multipart field image (a raster file) is required")
-                job = await anyio.to_thread.run_sync(_create, worker, upload, params)
+                job = await run_in_thread(_create, worker, upload, params)
         worker.wakeup.set()
         body = {"job_id": job.id, "status": job.status, "status_url": f"/jobs/{job.id}",
                 "result_url": f"/jobs/{job.id}/result"}
@@ -103,7 +103,7 @@ def job_routes(worker: JobWorker) -> list[Route]:
         running = job.status not in FINISHED and worker.cancel(job.id).status == "running"  # type: ignore[union-attr]
         store.mark_expired(job.id)
         if not running or store.get(job.id).status in FINISHED:  # type: ignore[union-attr]
-            await anyio.to_thread.run_sync(shutil.rmtree, store.job_dir(job.id), True)
+            await run_in_thread(shutil.rmtree, store.job_dir(job.id), True)
         return JSONResponse(store.get(job.id).to_json(), status_code=202 if running else 200)  # type: ignore[union-attr]
 
     async def job(request: Request) -> Response:

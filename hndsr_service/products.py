@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
 import numpy as np
 
 from hndsr_model.data import to_rgb8
@@ -23,6 +22,7 @@ from hndsr_raster import SceneOptions, SceneUpscaler, is_tiff, open_raster
 from . import imaging, metrics
 from .inference import InferenceRunner
 from .settings import Settings
+from .threads import run_in_thread
 
 
 @dataclass(frozen=True)
@@ -62,14 +62,14 @@ async def make_product(pipeline: HNDSRPipeline, runner: InferenceRunner, setting
 
 async def _image_product(pipeline: HNDSRPipeline, runner: InferenceRunner, settings: Settings,
                          request: ProductRequest, disconnected: Callable[[], Awaitable[bool]]) -> tuple[Product, float]:
-    image = await anyio.to_thread.run_sync(imaging.decode_image, request.data, settings.max_image_pixels)
+    image = await run_in_thread(imaging.decode_image, request.data, settings.max_image_pixels)
     height, width = image.shape[:2]
     _admit(width, height, request.scale, settings)
     fmt = imaging.output_format(request.output_format, request.accept, input_is_tiff=False)
     result, seconds = await runner.run(
         lambda cancel: pipeline.upscale(image, request.scale, request.ddim_steps, request.seed, should_cancel=cancel),
         disconnected)
-    content = await anyio.to_thread.run_sync(imaging.encode, result.image, fmt)
+    content = await run_in_thread(imaging.encode, result.image, fmt)
     return Product(content, imaging.MEDIA_TYPES[fmt], (width, height), request.scale, result.tiles,
                    result.seed), seconds
 

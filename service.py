@@ -92,7 +92,8 @@ class HNDSR:
         try:
             state.pipeline = HNDSRPipeline.from_pretrained(
                 self._weights_path(), device=settings.device,
-                tile_size=settings.tile_size, tile_overlap=settings.tile_overlap)
+                tile_size=settings.tile_size, tile_overlap=settings.tile_overlap,
+                tile_batch=settings.tile_batch, batch_wait_ms=settings.batch_wait_ms)
             state.pipeline.upscale(np.zeros((32, 32, 3), np.uint8), 4, ddim_steps=1, seed=0)
             state.warmed = True
             logger.info("HNDSR %s ready on %s", state.pipeline.version, state.device)

@@ -27,10 +27,12 @@ from .weights import DEFAULT_WEIGHTS, LoadedModel, load_weights
 Progress = Callable[[int, int], None]
 RowReader = Callable[[int, int], torch.Tensor]
 
-# Tiles per network call, per device type (TILE_BATCH overrides). On the CPU a batch of 256-px tiles runs
-# no faster per tile than single tiles (docs/throughput.md) but cuts per-call overhead; on a GPU one tile
-# leaves most of the chip idle (issue 9: 2.8 ms for one tile, 627 tiles/s in batches of 8).
+# Per device type (the service's TILE_BATCH and BATCH_WAIT_MS override them): tiles per network call, and
+# how long the micro-batcher holds a request for company (0: no micro-batcher). On a GPU one tile leaves
+# most of the chip idle (issue 9: 2.8 ms for one tile, 627 tiles/s in batches of 8); on the CPU neither
+# pays (docs/throughput.md).
 DEFAULT_TILE_BATCH = {"cpu": 4, "cuda": 16}
+DEFAULT_BATCH_WAIT_MS = {"cpu": 0.0, "cuda": 2.0}
 
 
 @dataclass(frozen=True)
@@ -80,13 +82,13 @@ def ramp(length: int, fade_start: int, fade_end: int) -> torch.Tensor:
 class HNDSRPipeline:
     """Loaded HNDSR model plus tiling; thread-safe for concurrent ``upscale`` calls.
 
-    ``tile_batch`` bounds the tiles of one network call (default per device: :data:`DEFAULT_TILE_BATCH`).
-    With ``batch_wait_ms > 0`` a :class:`MicroBatcher` runs every network call, so concurrent requests'
-    tiles share batches; a request waits at most that long for company.
+    ``tile_batch`` bounds the tiles of one network call. With ``batch_wait_ms > 0`` a :class:`MicroBatcher`
+    makes every network call, so concurrent requests' tiles share batches; a request waits at most that
+    long for company. ``None``: the device's default (:data:`DEFAULT_TILE_BATCH`, :data:`DEFAULT_BATCH_WAIT_MS`).
     """
 
     def __init__(self, model: LoadedModel, device: torch.device, tile_size: int = 256, tile_overlap: int = 16,
-                 tile_batch: int | None = None, batch_wait_ms: float = 0.0):
+                 tile_batch: int | None = None, batch_wait_ms: float | None = None):
         if not 0 <= tile_overlap < tile_size // 2:
             raise ValueError("tile_overlap must be in [0, tile_size / 2)")
         self.model = model
@@ -94,7 +96,8 @@ class HNDSRPipeline:
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
         self.tile_batch = tile_batch or DEFAULT_TILE_BATCH.get(device.type, 1)
-        self.batcher = MicroBatcher(self._run_batch, self.tile_batch, batch_wait_ms / 1000) if batch_wait_ms > 0 else None
+        wait_ms = DEFAULT_BATCH_WAIT_MS.get(device.type, 0.0) if batch_wait_ms is None else batch_wait_ms
+        self.batcher = MicroBatcher(self._run_batch, self.tile_batch, wait_ms / 1000) if wait_ms > 0 else None
 
     @classmethod
     def from_pretrained(

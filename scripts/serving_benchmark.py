@@ -9,8 +9,9 @@ concurrent clients (requests/s, p50, p99), and a big scene in process (x2, outpu
 ``--batching``: in process, the micro-batcher (``BATCH_WAIT_MS``) against none, 1 and 4 threads, round-robin.
 ``--encoders``: each output encoder on a 1024x1024 output (ms, MB, lossless, whether it holds the GIL), with
 the alternatives that are installed (fpng, imagecodecs, opencv, simplejpeg).
-``--omp``: ``OMP_WAIT_POLICY`` unset/ACTIVE/PASSIVE, each in a fresh process: ``upscale`` on the main thread
-and on a worker thread, quiet and with one core kept busy by another process.
+``--omp``: ``OMP_WAIT_POLICY`` unset/ACTIVE/PASSIVE, each in a fresh process: ``upscale`` on the main thread,
+on a worker thread and on four at once (as the server's slots run it), quiet and with one core kept busy by
+another process.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> bool:
     """Run the sections asked for; False when none was (the model benchmark runs instead)."""
     if args.omp_child:
-        omp_child(args.device, args.repeats)
+        omp_child(args.device)
         return True
     sections = [section for name, section in (("serving", serving), ("batching", batching),
                                               ("encoders", encoders), ("omp", omp)) if getattr(args, name)]
@@ -166,19 +167,24 @@ def post_upscale(client: httpx.Client, upload: bytes, fmt: str) -> bytes:
 
 def http_ratios(pipeline: HNDSRPipeline, image: np.ndarray, upload: bytes, url: str, repeats: int
                 ) -> dict[str, float]:
-    """Medians of in-process ``upscale`` and of HTTP ``/upscale`` (PNG, JPEG) timed in turn, and their ratios."""
-    with httpx.Client(base_url=url, timeout=600) as client:
+    """Medians of in-process ``upscale`` (on the main thread, and on a worker thread as the server runs it) and of
+    HTTP ``/upscale`` (PNG, JPEG), timed in turn, and their ratios."""
+    with httpx.Client(base_url=url, timeout=600) as client, ThreadPoolExecutor(1) as worker:
         times = round_robin_seconds({
             "in_process_upscale": lambda: pipeline.upscale(image, SCALE),
+            "in_process_upscale_worker": lambda: worker.submit(pipeline.upscale, image, SCALE).result(),
             "http_upscale_png": lambda: post_upscale(client, upload, "png"),
             "http_upscale_jpeg": lambda: post_upscale(client, upload, "jpeg"),
         }, repeats)
-    base = times["in_process_upscale"]
+    base, worker_base = times["in_process_upscale"], times["in_process_upscale_worker"]
     print(f"256x256 x{SCALE}, medians of {repeats} round-robin ({load_average()}):")
     for name, seconds in times.items():
-        print(f"  {name:22s} {seconds * 1000:8.1f} ms   {seconds / base:5.3f}x in-process", flush=True)
+        print(f"  {name:26s} {seconds * 1000:8.1f} ms   {seconds / base:5.3f}x in-process   "
+              f"{seconds / worker_base:5.3f}x in-process on a worker thread", flush=True)
     return {**{f"{name}_ms": seconds * 1000 for name, seconds in times.items()},
-            "png_ratio": times["http_upscale_png"] / base, "jpeg_ratio": times["http_upscale_jpeg"] / base}
+            "png_ratio": times["http_upscale_png"] / base, "jpeg_ratio": times["http_upscale_jpeg"] / base,
+            "png_ratio_worker": times["http_upscale_png"] / worker_base,
+            "jpeg_ratio_worker": times["http_upscale_jpeg"] / worker_base}
 
 
 def in_process_load(pipeline: HNDSRPipeline, image: np.ndarray, threads: int, requests: int) -> Load:
@@ -347,54 +353,71 @@ def encoders(args: argparse.Namespace) -> None:
 
 # -- --omp ---------------------------------------------------------------------------------------------------
 
-OMP_MODES = ("main thread, quiet", "worker thread, quiet", "main thread, busy core", "worker thread, busy core")
+OMP_CALLS = ("main thread", "worker thread", "4 worker threads")
+OMP_POLICIES = ("unset", "ACTIVE", "PASSIVE")
 
 
 def omp(args: argparse.Namespace) -> None:
-    """Each policy in a fresh process (libgomp reads it when it loads), in turn, over ``--repeats`` rounds."""
-    policies = ("unset", "ACTIVE", "PASSIVE")
-    times: dict[str, dict[str, list[float]]] = {p: {mode: [] for mode in OMP_MODES} for p in policies}
-    print(f"OMP_WAIT_POLICY, 256x256 x{SCALE} upscale, {args.device}; {load_average()}", flush=True)
-    for _ in range(args.repeats):
-        for policy in policies:
-            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-            if policy != "unset":
-                env["OMP_WAIT_POLICY"] = policy
-            child = subprocess.run([sys.executable, str(Path(__file__).with_name("benchmark.py")), "--omp-child",
-                                    "--device", args.device, "--repeats", "3"],
-                                   env=env, capture_output=True, text=True, check=True)
-            for mode, seconds in json.loads(child.stdout.splitlines()[-1]).items():
-                times[policy][mode] += seconds
-    print("  median ms            " + "".join(f"{mode:>26s}" for mode in OMP_MODES))
-    for policy, by_mode in times.items():
-        print(f"  {policy:20s} " + "".join(f"{statistics.median(by_mode[m]) * 1000:26.0f}" for m in OMP_MODES))
+    """One process per policy (libgomp reads it when it loads), all loaded at once and asked in turn, call by
+    call, so that the shared machine's load falls on every policy alike."""
+    children = {policy: omp_process(policy, args.device) for policy in OMP_POLICIES}
+    times: dict[tuple[str, str, str], list[float]] = {}
+    print(f"OMP_WAIT_POLICY, 256x256 x{SCALE} upscale, {args.device}, {args.repeats} rounds; {load_average()}",
+          flush=True)
+    try:
+        for contention in ("quiet", "busy core"):
+            spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if contention != "quiet" else None
+            try:
+                for _ in range(args.repeats):
+                    for call in OMP_CALLS:
+                        for policy, child in children.items():
+                            assert child.stdin and child.stdout
+                            child.stdin.write(call + "\n")
+                            child.stdin.flush()
+                            times.setdefault((call, contention, policy), []).append(float(child.stdout.readline()))
+            finally:
+                if spinner:
+                    spinner.kill()
+                    spinner.wait()
+    finally:
+        for child in children.values():
+            child.kill()
+            child.wait()
+    print("  median ms per upscale (4 worker threads: wall time / 4, the four at once as the server's slots run)")
+    print(f"  {'':30s}" + "".join(f"{policy:>10s}" for policy in OMP_POLICIES))
+    for contention in ("quiet", "busy core"):
+        for call in OMP_CALLS:
+            print(f"  {call + ', ' + contention:30s}" + "".join(
+                f"{statistics.median(times[call, contention, policy]) * 1000:10.0f}" for policy in OMP_POLICIES))
     print(load_average())
 
 
-def omp_child(device: str, repeats: int) -> None:
+def omp_process(policy: str, device: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if policy != "unset":
+        env["OMP_WAIT_POLICY"] = policy
+    child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("benchmark.py")), "--omp-child",
+                              "--device", device], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout and child.stdout.readline().strip() == "ready"
+    return child
+
+
+def omp_child(device: str) -> None:
+    """Answer each call name on stdin with the seconds per upscale it took."""
     pipeline = HNDSRPipeline.from_pretrained(device=device)
     image = test_image(256)
-    worker = ThreadPoolExecutor(1)
-
-    def timed(on_worker: bool) -> float:
+    workers = ThreadPoolExecutor(4)
+    calls = {
+        "main thread": lambda: pipeline.upscale(image, SCALE),
+        "worker thread": lambda: workers.submit(pipeline.upscale, image, SCALE).result(),
+        "4 worker threads": lambda: [f.result() for f in [workers.submit(pipeline.upscale, image, SCALE)
+                                                          for _ in range(4)]],
+    }
+    per_call = {"main thread": 1, "worker thread": 1, "4 worker threads": 4}
+    for call in calls.values():
+        call()  # warm-up: every thread's OpenMP team exists
+    print("ready", flush=True)
+    for line in sys.stdin:
         started = time.perf_counter()
-        if on_worker:
-            worker.submit(pipeline.upscale, image, SCALE).result()
-        else:
-            pipeline.upscale(image, SCALE)
-        return time.perf_counter() - started
-
-    timed(False), timed(True)  # warm-up: both threads' OpenMP teams exist
-    times: dict[str, list[float]] = {mode: [] for mode in OMP_MODES}
-    for busy in (False, True):
-        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
-        try:
-            for _ in range(repeats):
-                for on_worker in (False, True):
-                    mode = f"{'worker' if on_worker else 'main'} thread, {'busy core' if busy else 'quiet'}"
-                    times[mode].append(timed(on_worker))
-        finally:
-            if spinner:
-                spinner.kill()
-                spinner.wait()
-    print(json.dumps(times))
+        calls[line.strip()]()
+        print((time.perf_counter() - started) / per_call[line.strip()], flush=True)

@@ -96,7 +96,8 @@ class HNDSR:
         try:
             pipeline = HNDSRPipeline.from_pretrained(
                 self._weights_path(), device=settings.device,
-                tile_size=settings.tile_size, tile_overlap=settings.tile_overlap)
+                tile_size=settings.tile_size, tile_overlap=settings.tile_overlap,
+                tile_batch=settings.tile_batch, batch_wait_ms=settings.batch_wait_ms)
             pipeline.upscale(np.zeros((32, 32, 3), np.uint8), 4, ddim_steps=1, seed=0)  # warm-up
             state.model_ready(pipeline)
             logger.info("HNDSR %s ready on %s", pipeline.version, state.device)

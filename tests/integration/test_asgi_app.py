@@ -190,8 +190,11 @@ def test_rate_limit_429(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert c.get("/health").status_code == 200
 
 
-def test_inference_timeout_stops_the_model(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with service_client(monkeypatch, REQUEST_TIMEOUT_S="0.05", TILE_SIZE="32", TILE_OVERLAP="4") as c:
+@pytest.mark.parametrize("batch_wait_ms", ["0", "5"])  # without and with the micro-batcher
+def test_inference_timeout_stops_the_model(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                           batch_wait_ms: str) -> None:
+    with service_client(monkeypatch, REQUEST_TIMEOUT_S="0.05", TILE_SIZE="32", TILE_OVERLAP="4",
+                        BATCH_WAIT_MS=batch_wait_ms) as c:
         response = c.post("/infer", json={"image": b64(encode(rgb_image(256, 256))), "scale_factor": 4})
         assert_error(response, 504, "inference_timeout")
         assert 'hndsr_inference_cancelled_total{reason="timeout"}' in c.get("/metrics").text

@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.conftest import encode, rgb_image
+from tests.helpers import encode, rgb_image
 from tests.integration.server import Server, serving
 from tests.integration.test_jobs import assert_error, ended, ended_any, metric, status, submitted
 from tests.rasters import smooth, write_raster

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, encode, rgb_image
+from tests.helpers import ROOT, encode, rgb_image
 from tests.integration.server import Server, serving
 from tests.integration.test_jobs import metric
 

@@ -81,6 +81,10 @@ def test_probes_never_limited_and_version(server: Server) -> None:
 
 
 def test_client_disconnect_stops_inference(server: Server) -> None:
+    assert_disconnect_stops_inference(server)
+
+
+def assert_disconnect_stops_inference(server: Server) -> None:
     label = 'hndsr_inference_cancelled_total{reason="client_disconnected"}'
     before = metric_value(server, label)
     with pytest.raises(httpx.ReadTimeout):

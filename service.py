@@ -10,24 +10,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import mimetypes
 import signal
 import threading
-import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-import anyio
 import bentoml
 import numpy as np
 from bentoml.exceptions import NotFound
 from bentoml.validators import ContentType
-from starlette.responses import JSONResponse, Response
 
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.weights import WeightsError
 from hndsr_raster import parse_bands
-from hndsr_service import guards, imaging, openapi, ratelimit, uploads
-from hndsr_service.errors import ServiceError, error_response
+from hndsr_service import guards, imaging, metrics, openapi, ratelimit, uploads
+from hndsr_service.errors import ServiceError, api_errors, request_id
 from hndsr_service.inference import InferenceRunner
 from hndsr_service.job_store import JobStore
 from hndsr_service.jobs import JobWorker
@@ -42,14 +40,18 @@ from hndsr_service.schemas import (
     InferMetadata,
     InferResponse,
     OutputFormat,
+    ReturnMetadata,
     ScaleFactor,
     Seed,
+    strict_apis,
 )
 from hndsr_service.settings import get_settings
 from hndsr_service.state import ServiceState
+from hndsr_service.threads import run_in_thread
 
 logger = logging.getLogger("bentoml.hndsr")
 settings = get_settings()
+metrics.setup_multiprocess_store()  # before `bentoml serve` picks the folder its metrics live in
 state = ServiceState(settings)
 runner = InferenceRunner(state)
 jobs = JobWorker(state, runner, JobStore(settings.jobs_dir))
@@ -59,6 +61,7 @@ uploads.install()
 ImageFile = Annotated[Path, ContentType("image/*")]
 
 
+@strict_apis
 @bentoml.asgi_app(build_probe_app(state, job_routes(jobs), [jobs.gauges]), path="/")
 @bentoml.service(
     name="hndsr",
@@ -93,7 +96,8 @@ class HNDSR:
         try:
             pipeline = HNDSRPipeline.from_pretrained(
                 self._weights_path(), device=settings.device,
-                tile_size=settings.tile_size, tile_overlap=settings.tile_overlap)
+                tile_size=settings.tile_size, tile_overlap=settings.tile_overlap,
+                tile_batch=settings.tile_batch, batch_wait_ms=settings.batch_wait_ms)
             pipeline.upscale(np.zeros((32, 32, 3), np.uint8), 4, ddim_steps=1, seed=0)  # warm-up
             state.model_ready(pipeline)
             logger.info("HNDSR %s ready on %s", pipeline.version, state.device)
@@ -126,6 +130,7 @@ class HNDSR:
         return state.ready
 
     @bentoml.api(route="/infer")
+    @api_errors
     async def infer(
         self,
         image: Base64Image,
@@ -134,69 +139,56 @@ class HNDSR:
         seed: Seed = None,
         output_format: OutputFormat = None,
         bands: Bands = None,
-        return_metadata: bool = True,
-        ctx: bentoml.Context = None,  # type: ignore[assignment]
+        return_metadata: ReturnMetadata = True,
+        *,
+        ctx: bentoml.Context,
     ) -> InferResponse:
         """Upscale a base64 image; returns the base64 file (PNG, or GeoTIFF for a TIFF input) and metadata."""
-        request_id = _request_id(ctx)
-        try:
-            data = await anyio.to_thread.run_sync(imaging.decode_base64, image)
-            product, meta = await self._produce(
-                ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format, None),
-                ctx, request_id)
-            encoded = await anyio.to_thread.run_sync(lambda: base64.b64encode(product.content).decode())
-        except ServiceError as exc:
-            return _failure(ctx, exc, request_id)
+        data = await run_in_thread(imaging.decode_base64, image)
+        product, meta = await self._produce(
+            ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format, None), ctx)
+        encoded = await run_in_thread(lambda: base64.b64encode(product.content).decode())
         width, height = product.output_size
-        body = InferResponse(image=encoded, media_type=product.media_type, width=width, height=height,
+        return InferResponse(image=encoded, media_type=product.media_type, width=width, height=height,
                              scale_factor=scale_factor, metadata=meta if return_metadata else None)
-        return JSONResponse(body.model_dump(mode="json"), headers={"x-request-id": request_id})  # type: ignore[return-value]
 
     @bentoml.api(route="/upscale")
+    @api_errors
     async def upscale(
         self,
-        image: Annotated[Path, ContentType("image/*")],
+        image: ImageFile,
         scale_factor: ScaleFactor = 4,
         ddim_steps: DdimSteps = 0,
         seed: Seed = None,
         output_format: OutputFormat = None,
         bands: Bands = None,
-        ctx: bentoml.Context = None,  # type: ignore[assignment]
+        *,
+        ctx: bentoml.Context,
     ) -> ImageFile:
         """Upscale an uploaded image file (multipart field ``image``); returns the file itself: a GeoTIFF for
         a TIFF/GeoTIFF input, PNG otherwise, or the format of ``output_format`` / the ``Accept`` header."""
-        request_id = _request_id(ctx)
-        try:
-            if not ctx.request.headers.get("content-type", "").startswith("multipart/form-data"):
-                raise ServiceError(415, "unsupported_media_type", "send the image as multipart/form-data")
-            data = await anyio.to_thread.run_sync(image.read_bytes)
-            product, meta = await self._produce(
-                ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format,
-                               ctx.request.headers.get("accept")), ctx, request_id)
-        except ServiceError as exc:
-            return _failure(ctx, exc, request_id)  # type: ignore[return-value]
-        headers = {"x-request-id": request_id, "x-hndsr-latency-ms": str(meta.latency_ms),
-                   "x-hndsr-seed": str(meta.seed)}
-        return Response(product.content, media_type=product.media_type, headers=headers)  # type: ignore[return-value]
+        if not ctx.request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ServiceError(415, "unsupported_media_type", "send the image as multipart/form-data")
+        data = await run_in_thread(image.read_bytes)
+        product, meta = await self._produce(
+            ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format,
+                           ctx.request.headers.get("accept")), ctx)
+        ctx.response.headers.update({"x-hndsr-latency-ms": str(meta.latency_ms), "x-hndsr-seed": str(meta.seed)})
+        # The request's own temporary folder: BentoML streams the file from it, then empties it.
+        result = Path(ctx.temp_dir) / f"hndsr-x{scale_factor}{mimetypes.guess_extension(product.media_type)}"
+        await run_in_thread(result.write_bytes, product.content)
+        return result
 
-    async def _produce(self, request: ProductRequest, ctx: bentoml.Context, request_id: str
-                       ) -> tuple[Product, InferMetadata]:
+    async def _produce(self, request: ProductRequest, ctx: bentoml.Context) -> tuple[Product, InferMetadata]:
         pipeline = state.pipeline
         if pipeline is None or not state.alive:
             raise ServiceError(503, "model_unavailable", state.not_ready_reason(), retry_after=30)
-        try:
-            product, seconds = await make_product(pipeline, self.runner, settings, request,
-                                                  ctx.request.is_disconnected)
-        except ServiceError:
-            raise
-        except Exception as exc:
-            logger.exception("request %s failed", request_id)
-            raise ServiceError(500, "internal_error", f"inference failed (request id {request_id})") from exc
+        product, seconds = await make_product(pipeline, self.runner, settings, request, ctx.request.is_disconnected)
         meta = InferMetadata(
             input_size=product.input_size, output_size=product.output_size, scale_factor=request.scale,
             ddim_steps=request.ddim_steps, seed=product.seed, latency_ms=round(seconds * 1000, 1),
             device=state.device, model="hndsr", model_version=pipeline.version, tiles=product.tiles,
-            request_id=request_id)
+            request_id=request_id(ctx))
         return product, meta
 
 
@@ -205,17 +197,6 @@ def _bands(text: str | None) -> tuple[int, ...] | None:
         return parse_bands(text)
     except ValueError as exc:
         raise ServiceError(422, "invalid_request", str(exc)) from None
-
-
-def _failure(ctx: bentoml.Context, error: ServiceError, request_id: str) -> JSONResponse:
-    # BentoML stamps ctx.response.status_code over a returned Response when the API takes ctx.
-    ctx.response.status_code = error.status
-    return error_response(error, request_id=request_id)
-
-
-def _request_id(ctx: bentoml.Context) -> str:
-    supplied = ctx.request.headers.get("x-request-id", "")
-    return supplied if supplied.isascii() and supplied.isprintable() and 0 < len(supplied) <= 64 else uuid.uuid4().hex
 
 
 for guard, options in guards.stack(settings, state, shared_limits):

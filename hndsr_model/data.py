@@ -61,12 +61,14 @@ def _read_pillow(data: bytes, max_pixels: int | None) -> np.ndarray:
             return np.asarray(img.convert("RGB"))
     except (ImageTooLarge, ImageDecodeError):
         raise
-    except Image.DecompressionBombError as exc:  # Pillow's own header check, for the very largest claims
-        raise ImageTooLarge(str(exc)) from None
+    except Image.DecompressionBombError:
+        # Pillow refuses a header claiming over twice its MAX_IMAGE_PIXELS before the size can be read.
+        raise ImageTooLarge(f"image is over {2 * Image.MAX_IMAGE_PIXELS:,} pixels"
+                            + (f"; the limit is {max_pixels:,}" if max_pixels else "")) from None
     except UnidentifiedImageError:
         raise ImageDecodeError("not a supported image (PNG, JPEG, TIFF, WebP)") from None
-    except (OSError, ValueError, SyntaxError) as exc:  # Pillow reports damaged files with all three
-        raise ImageDecodeError(f"image data is corrupt or truncated: {exc}") from None
+    except (OSError, ValueError, SyntaxError):  # Pillow reports damaged files with all three
+        raise ImageDecodeError("image data is corrupt or truncated") from None
 
 
 def _read_tiff(data: bytes, max_pixels: int | None) -> np.ndarray:
@@ -77,8 +79,8 @@ def _read_tiff(data: bytes, max_pixels: int | None) -> np.ndarray:
             array, axes = page.asarray(), page.axes
     except (ImageTooLarge, ImageDecodeError):
         raise
-    except Exception as exc:  # tifffile raises many types for damaged files
-        raise ImageDecodeError(f"TIFF could not be decoded: {exc}") from None
+    except Exception:  # tifffile raises many types for damaged files
+        raise ImageDecodeError("TIFF is damaged, truncated or in a layout this decoder does not read") from None
     if axes.startswith("S"):  # planar storage: bands first
         array = np.moveaxis(array, 0, -1)
     return to_rgb8(array)

@@ -10,7 +10,9 @@ and a synchronous answer for the same input and seed are the same bytes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
+import shutil
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ import rasterio
 import rasterio.shutil
 import torch
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader, DatasetWriter, MemoryFile
@@ -35,6 +38,7 @@ from .radiometry import BandStats, scene_stats
 
 SUPPORTED_DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"})
 GDAL_CACHE_MB = 256  # GDAL's block cache: the bound on what reading and writing windows may hold
+FULL_BELOW_BYTES = 1 << 20  # a write that failed with less than this left on its filesystem failed for space
 # Both are expected here, not signs of trouble: a plain TIFF has no georeferencing, and where a nodata value
 # and an alpha band both exist GDAL lets the nodata value decide the mask.
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
@@ -61,16 +65,24 @@ class SceneOptions:
 
 @contextlib.contextmanager
 def open_raster(source: Path | bytes) -> Iterator[DatasetReader]:
-    """Open a raster file or in-memory bytes; damaged or non-raster data raises :class:`RasterError`."""
-    try:
-        with contextlib.ExitStack() as stack:
+    """Open a raster file or in-memory bytes; damaged or non-raster data raises :class:`RasterError`.
+
+    GDAL's messages name the file (a server path, or ``/vsimem/``), so the errors are in our own words.
+    """
+    if isinstance(source, bytes) and not source:
+        raise RasterError("image is empty")
+    with contextlib.ExitStack() as stack:
+        try:
             if isinstance(source, bytes):
                 src = stack.enter_context(stack.enter_context(MemoryFile(source)).open())
             else:
                 src = stack.enter_context(rasterio.open(source))
+        except RasterioError:
+            raise RasterError("not a raster this service can read (GeoTIFF/TIFF, PNG, JPEG, WebP)") from None
+        try:
             yield src
-    except RasterioError as exc:
-        raise RasterError(f"raster could not be read: {exc}") from None
+        except RasterioError:
+            raise RasterError("raster is damaged or truncated") from None
 
 
 class SceneUpscaler:
@@ -126,7 +138,8 @@ class SceneUpscaler:
 
     def steps(self, part: Path, should_cancel: CancelCheck | None = None) -> Iterator[int]:
         """Write the product into the striped working file ``part``; yields tiles done after each tile row."""
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(part, "w", **self._profile()) as dst:
+        with write_errors(part), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
+                rasterio.open(part, "w", **self._profile()) as dst:
             self._copy_metadata(dst)
             for group in self.plan.groups:
                 if group.kind == "nearest":
@@ -138,7 +151,7 @@ class SceneUpscaler:
         """Working file -> COG (internal tiles, overviews, lossless compression) at ``dst``, atomically."""
         staging = dst.with_name(f".{dst.name}.cog")
         try:
-            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+            with write_errors(staging), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
                 rasterio.shutil.copy(part, staging, driver="COG", **COG_OPTIONS)
             staging.replace(dst)
         finally:
@@ -287,6 +300,23 @@ def _check_source(src: DatasetReader, max_pixels: int | None, max_bands: int | N
         raise RasterError("a paletted raster holds categories, not intensities: super-resolution would invent "
                           "classes. Expand it to RGB first (gdal_translate -expand rgb) or resample it by "
                           "nearest neighbour")
+
+
+@contextlib.contextmanager
+def write_errors(path: Path) -> Iterator[None]:
+    """A full disk as ``OSError(ENOSPC)``, whatever GDAL made of it.
+
+    libtiff reports the failed ``write()``'s errno only in a message of its own; the exception GDAL and
+    rasterio raise says "Write error at scanline N". A write that failed on a filesystem left with less
+    than ``FULL_BELOW_BYTES`` free failed for space: callers can then say so (a job's ``disk_full``).
+    """
+    try:
+        yield
+    except (RasterioError, CPLE_BaseError) as exc:
+        free = shutil.disk_usage(path.parent).free
+        if free < FULL_BELOW_BYTES:
+            raise OSError(errno.ENOSPC, f"no space left on the device of {path.parent} ({free:,} bytes free)") from exc
+        raise
 
 
 def working_path(dst: Path) -> Path:

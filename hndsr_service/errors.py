@@ -7,14 +7,19 @@ into it here too (:func:`foreign_error`).
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from starlette.responses import JSONResponse
 
 ERROR_HEADER = "x-error-code"
+REQUEST_ID_HEADER = "x-request-id"
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+logger = logging.getLogger("bentoml.hndsr")
 
 
 class ServiceError(Exception):
@@ -26,6 +31,51 @@ class ServiceError(Exception):
         self.code = code
         self.detail = detail
         self.retry_after = retry_after
+
+
+def request_id(ctx: Any) -> str:
+    """The request's id: the client's ``X-Request-ID`` when it is short printable ASCII, else a new one.
+    It is set on the response at once, so every answer (result or error) carries it."""
+    answered = ctx.response.headers.get(REQUEST_ID_HEADER)
+    if answered:
+        return answered
+    supplied = ctx.request.headers.get(REQUEST_ID_HEADER, "")
+    ok = supplied.isascii() and supplied.isprintable() and 0 < len(supplied) <= 64
+    ctx.response.headers[REQUEST_ID_HEADER] = chosen = supplied if ok else uuid.uuid4().hex
+    return chosen
+
+
+Service = TypeVar("Service")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def api_errors(method: Callable[Concatenate[Service, P], Awaitable[R]]
+               ) -> Callable[Concatenate[Service, P], Awaitable[R | JSONResponse]]:
+    """Let a BentoML API method return only what it declares and raise :class:`ServiceError` for the rest.
+
+    BentoML answers an exception from an API with a body of its own making, so the error is answered
+    here: the envelope as the body, status and headers set through ``ctx.response`` (BentoML applies
+    those to whatever the method returns). Anything unexpected is logged and answered 500 with the
+    request id, never with the exception's text.
+    """
+
+    @functools.wraps(method)
+    async def api(self: Service, *args: P.args, **kwargs: P.kwargs) -> R | JSONResponse:
+        ctx = kwargs["ctx"]
+        rid = request_id(ctx)
+        try:
+            return await method(self, *args, **kwargs)
+        except ServiceError as exc:
+            error = exc
+        except Exception:
+            logger.exception("request %s failed", rid)
+            error = ServiceError(500, "internal_error", f"the server failed to process the request (request id {rid})")
+        ctx.response.status_code = error.status
+        ctx.response.headers.update(error_headers(error.code, error.retry_after))
+        return JSONResponse(error_body(error.code, error.detail, request_id=rid))
+
+    return api
 
 
 def error_headers(code: str, retry_after: int | None = None) -> dict[str, str]:

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import anyio
 from rasterio.io import DatasetReader
 
 from hndsr_model.pipeline import InferenceCancelled
@@ -32,6 +31,7 @@ from .imaging import image_errors
 from .inference import InferenceRunner
 from .job_store import Job, JobStore
 from .state import ServiceState
+from .threads import run_in_thread
 
 logger = logging.getLogger("bentoml.hndsr.jobs")
 RESULT_NAME = "result.tif"
@@ -81,7 +81,7 @@ class JobWorker:
         while True:
             try:
                 if time.monotonic() >= next_housekeeping:
-                    await anyio.to_thread.run_sync(self.housekeeping)
+                    await run_in_thread(self.housekeeping)
                     next_housekeeping = time.monotonic() + HOUSEKEEPING_S
                 job = self.store.claim_next() if self.state.ready and not self.stopping else None
                 if job is not None:
@@ -117,7 +117,7 @@ class JobWorker:
             status, error = "failed", {"error": exc.code, "detail": exc.detail}
         except OSError as exc:
             code = "disk_full" if exc.errno == errno.ENOSPC else "io_error"
-            status, error = "failed", {"error": code, "detail": f"writing the result failed: {exc.strerror}"}
+            status, error = "failed", {"error": code, "detail": f"writing the result failed: {exc.strerror or exc}"}
         except Exception:
             logger.exception("job %s failed", job.id)
             status, error = "failed", {"error": "internal_error", "detail": f"the job failed (job id {job.id})"}
@@ -129,6 +129,8 @@ class JobWorker:
         if status == "cancelled":
             shutil.rmtree(self.store.job_dir(job.id), ignore_errors=True)
         self.store.finish(job.id, status, error)
+        if self.store.get(job.id).expired:  # type: ignore[union-attr]  # deleted by its client while it ran
+            shutil.rmtree(self.store.job_dir(job.id), ignore_errors=True)
         metrics.JOB_SECONDS.labels(status=status).observe(time.perf_counter() - started)
         if error:
             metrics.JOB_FAILURES.labels(reason=metrics.job_failure_reason(error["error"])).inc()
@@ -150,7 +152,7 @@ class JobWorker:
                 reported = 0
                 while True:
                     async with self.runner.slot():
-                        done = await anyio.to_thread.run_sync(next, steps, None)
+                        done = await run_in_thread(next, steps, None)
                     if done is None:
                         break
                     metrics.TILES.inc(done - reported)
@@ -159,7 +161,7 @@ class JobWorker:
                         cancel.set()
                 if cancel.is_set():
                     raise InferenceCancelled("cancelled")
-                await anyio.to_thread.run_sync(upscaler.finish, part, result)
+                await run_in_thread(upscaler.finish, part, result)
             finally:
                 steps.close()
                 part.unlink(missing_ok=True)

@@ -12,8 +12,7 @@ import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-import anyio
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -27,24 +26,15 @@ from .errors import ServiceError, error_response
 from .imaging import image_errors
 from .job_store import FINISHED, Job, is_job_id, new_job_id
 from .jobs import INPUT_NAME, RESULT_NAME, JobWorker, save_upload
-from .schemas import DdimSteps, ScaleFactor, Seed
+from .schemas import JobParams, form_value
+from .threads import run_in_thread
 
 JOB_FIELDS = ("image", "scale_factor", "ddim_steps", "seed", "bands", "output_format")
 QUEUE_RETRY_AFTER_S = 30
 
 
-class JobParams(BaseModel):
-    """The form fields of ``POST /jobs`` besides ``image`` (the same as ``/upscale``'s)."""
-
-    model_config = ConfigDict(extra="forbid")
-    scale_factor: ScaleFactor = 4
-    ddim_steps: DdimSteps = 0
-    seed: Seed = None
-    bands: str | None = None
-    output_format: str = "tiff"
-
-
 Handler = Callable[[Request], Awaitable[Response]]
+
 
 
 def enveloped(handler: Handler) -> Handler:
@@ -67,10 +57,14 @@ def job_routes(worker: JobWorker) -> list[Route]:
     store = worker.store
 
     def find(request: Request) -> Job:
+        """The job the path names; a deleted one is gone (410), so that nothing answers for it any more."""
         job_id = request.path_params["job_id"]
         job = store.get(job_id) if is_job_id(job_id) else None
         if job is None:
             raise ServiceError(404, "job_not_found", f"no job {job_id[:64]!r}; job ids are 32 hex characters")
+        if job.expired:
+            raise ServiceError(410, "job_deleted", f"job {job.id} was deleted, by a DELETE or "
+                               f"{worker.state.settings.job_retention_h:g} h after it finished")
         return job
 
     async def submit(request: Request) -> Response:
@@ -82,7 +76,7 @@ def job_routes(worker: JobWorker) -> list[Route]:
                 upload = form.get("image")
                 if not isinstance(upload, UploadFile):
                     raise ServiceError(422, "invalid_request", "the multipart field image (a raster file) is required")
-                job = await anyio.to_thread.run_sync(_create, worker, upload, params)
+                job = await run_in_thread(_create, worker, upload, params)
         worker.wakeup.set()
         body = {"job_id": job.id, "status": job.status, "status_url": f"/jobs/{job.id}",
                 "result_url": f"/jobs/{job.id}/result"}
@@ -98,23 +92,28 @@ def job_routes(worker: JobWorker) -> list[Route]:
             raise ServiceError(409, "job_not_finished", f"job is {job.status}; the result exists once it succeeds")
         if job.status != "succeeded":
             raise ServiceError(409, "job_has_no_result", f"job {job.status}; it has no result")
-        if job.expired or not path.exists():
-            raise ServiceError(410, "result_expired", "the result was deleted (expired or removed)")
+        if not path.exists():  # deleted while this request was on its way
+            raise ServiceError(410, "job_deleted", f"job {job.id} was deleted")
         return FileResponse(path, media_type="image/tiff", filename=f"hndsr-{job.id}.tif")
 
     async def delete(request: Request) -> Response:
+        """Cancel the job if it has not finished, delete its files, and forget it: from now on it is 410.
+        A running job stops at its next tile (202); the worker removes its folder then."""
         job = find(request)
-        if job.status in FINISHED:
-            await anyio.to_thread.run_sync(shutil.rmtree, store.job_dir(job.id), True)
-            store.mark_expired(job.id)
-            return JSONResponse(store.get(job.id).to_json())  # type: ignore[union-attr]
-        job = worker.cancel(job.id)
-        return JSONResponse(job.to_json(), status_code=200 if job.status == "cancelled" else 202)  # type: ignore[union-attr]
+        running = job.status not in FINISHED and worker.cancel(job.id).status == "running"  # type: ignore[union-attr]
+        store.mark_expired(job.id)
+        if not running or store.get(job.id).status in FINISHED:  # type: ignore[union-attr]
+            await run_in_thread(shutil.rmtree, store.job_dir(job.id), True)
+        return JSONResponse(store.get(job.id).to_json(), status_code=202 if running else 200)  # type: ignore[union-attr]
 
+    async def job(request: Request) -> Response:
+        # One route per path, so that a 405 names every method the path has (Allow: DELETE, GET, HEAD).
+        return await (delete(request) if request.method == "DELETE" else status(request))
+
+    # ``path``: whatever follows /jobs/, slashes included, is a job id to look up (404 in the envelope).
     return [Route("/jobs", enveloped(submit), methods=["POST"]),
-            Route("/jobs/{job_id}", enveloped(status), methods=["GET"]),
-            Route("/jobs/{job_id}", enveloped(delete), methods=["DELETE"]),
-            Route("/jobs/{job_id}/result", enveloped(result), methods=["GET", "HEAD"])]
+            Route("/jobs/{job_id:path}/result", enveloped(result), methods=["GET", "HEAD"]),
+            Route("/jobs/{job_id:path}", enveloped(job), methods=["GET", "DELETE"])]
 
 
 @contextlib.contextmanager
@@ -142,17 +141,18 @@ def _params(fields: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ServiceError(422, "invalid_request", f"unknown field{'s' if len(unknown) > 1 else ''}: "
                            f"{', '.join(unknown)}; accepted: {', '.join(JOB_FIELDS)}")
+    values = {k: form_value(v) if isinstance(v, str) else v for k, v in fields.items()}
+    if values.get("output_format") in ("png", "jpeg", "webp"):
+        raise ServiceError(422, "invalid_request", "jobs produce a Cloud-Optimized GeoTIFF (output_format tiff); "
+                           "use /upscale for png, jpeg or webp")
     try:
-        params = JobParams.model_validate({k: v for k, v in fields.items() if v != ""}).model_dump()
+        params = JobParams.model_validate(values).model_dump()
         params["bands"] = parse_bands(params["bands"])
     except ValidationError as exc:
         raise ServiceError(422, "invalid_request", "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     except ValueError as exc:
         raise ServiceError(422, "invalid_request", str(exc)) from None
-    if params["output_format"] != "tiff":
-        raise ServiceError(422, "invalid_request", "jobs produce a Cloud-Optimized GeoTIFF (output_format tiff); "
-                           "use /upscale for png, jpeg or webp")
     if params["ddim_steps"] and params["seed"] is None:
         params["seed"] = random_seed()  # fixed now, so a job run again after a restart makes the same bytes
     return params

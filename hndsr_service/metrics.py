@@ -2,14 +2,19 @@
 
 Counters, histograms and ``hndsr_active_requests`` live in prometheus_client's multiprocess store
 when BentoML sets ``PROMETHEUS_MULTIPROC_DIR`` (one file per worker, summed at scrape time), so
-``/metrics`` is right whichever worker answers it. Values that are facts of the moment (uptime, GPU
-memory, readiness, configured limits) are read when the scrape happens.
+``/metrics`` is right whichever worker answers it; :func:`setup_multiprocess_store` gives each server a
+store of its own. Values that are facts of the moment (uptime, GPU memory, readiness, configured
+limits) are read when the scrape happens.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import socket
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
@@ -74,6 +79,60 @@ class LiveCollector(Collector):
     def collect(self):
         for name, (doc, value) in self.read().items():
             yield GaugeMetricFamily(name, doc, value=value)
+
+
+def setup_multiprocess_store() -> Path | None:
+    """Give this server a multiprocess store of its own; in its workers, forget dead workers' live gauges.
+
+    BentoML's store is ``$BENTOML_HOME/prometheus_multiproc_dir`` for every server: each `bentoml serve`
+    empties it as it starts, and each sums every file in it. A second server on the same home wiped the
+    first one's counters (its worker went on writing to deleted files) and put its own in their place.
+    Called as the service module is imported: in the `bentoml serve` process that is before BentoML picks
+    the directory, and it gets ``$BENTOML_HOME/prometheus_multiproc/<host>-<pid>`` (removed at exit; the
+    folders of this host's servers that are no longer running are removed now). Returns that folder.
+    """
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.context import server_context
+
+    if server_context.worker_index is not None:  # a worker: BentoML gave it the store in PROMETHEUS_MULTIPROC_DIR
+        _forget_dead_processes()
+        return None
+    parent = Path(BentoMLContainer.bentoml_home.get()) / "prometheus_multiproc"
+    host = socket.gethostname()
+    for folder in parent.glob(f"{host}-*"):
+        pid = folder.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    own = parent / f"{host}-{os.getpid()}"
+    BentoMLContainer.prometheus_multiproc_dir.set(str(own))
+    atexit.register(shutil.rmtree, own, True)
+    return own
+
+
+def _forget_dead_processes() -> None:
+    """Drop the live gauges (``hndsr_active_requests``, ...) of processes that died without saying so.
+
+    BentoML marks a worker dead only when it exits cleanly; one killed (SIGKILL, the OOM killer) kept its
+    last values in the sums for good, e.g. ``hndsr_active_requests`` at 1 for the request it died in.
+    Counters and histograms stay: what was counted happened.
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[1]
+        if pid.isdigit() and not _running(int(pid)):
+            multiprocess.mark_process_dead(int(pid), directory)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _shared_registry() -> CollectorRegistry:

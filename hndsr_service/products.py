@@ -1,7 +1,8 @@
 """What a synchronous request makes: the super-resolved file in the format the client asked for.
 
-A TIFF/GeoTIFF input goes through the raster product (georeferencing, dtype, bands and nodata kept;
-a COG, or a quick-look of it in another format); any other image goes through the RGB pipeline.
+A TIFF/GeoTIFF input, or any image with ``bands`` selected, goes through the raster product
+(georeferencing, dtype, bands and nodata kept; a COG, or a quick-look of it in another format); any other
+image goes through the RGB pipeline.
 Decoding and guards run before a slot is taken; the model runs in a slot, cancellable.
 """
 
@@ -12,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
 import numpy as np
 
 from hndsr_model.data import to_rgb8
@@ -20,9 +20,9 @@ from hndsr_model.pipeline import CancelCheck, HNDSRPipeline
 from hndsr_raster import SceneOptions, SceneUpscaler, is_tiff, open_raster
 
 from . import imaging, metrics
-from .errors import ServiceError
 from .inference import InferenceRunner
 from .settings import Settings
+from .threads import run_in_thread
 
 
 @dataclass(frozen=True)
@@ -54,23 +54,22 @@ async def make_product(pipeline: HNDSRPipeline, runner: InferenceRunner, setting
                        disconnected: Callable[[], Awaitable[bool]]) -> tuple[Product, float]:
     """Returns the product and the inference time in seconds."""
     with imaging.image_errors():
-        if is_tiff(request.data):
+        # Bands are a raster's: a PNG, JPEG or WebP asked for some is read as the 3-band raster it is.
+        if is_tiff(request.data) or request.bands:
             return await _raster_product(pipeline, runner, settings, request, disconnected)
         return await _image_product(pipeline, runner, settings, request, disconnected)
 
 
 async def _image_product(pipeline: HNDSRPipeline, runner: InferenceRunner, settings: Settings,
                          request: ProductRequest, disconnected: Callable[[], Awaitable[bool]]) -> tuple[Product, float]:
-    if request.bands:
-        raise ServiceError(422, "invalid_request", "bands selects bands of a TIFF/GeoTIFF input; this image is RGB")
-    image = await anyio.to_thread.run_sync(imaging.decode_image, request.data, settings.max_image_pixels)
+    image = await run_in_thread(imaging.decode_image, request.data, settings.max_image_pixels)
     height, width = image.shape[:2]
     _admit(width, height, request.scale, settings)
     fmt = imaging.output_format(request.output_format, request.accept, input_is_tiff=False)
     result, seconds = await runner.run(
         lambda cancel: pipeline.upscale(image, request.scale, request.ddim_steps, request.seed, should_cancel=cancel),
         disconnected)
-    content = await anyio.to_thread.run_sync(imaging.encode, result.image, fmt)
+    content = await run_in_thread(imaging.encode, result.image, fmt)
     return Product(content, imaging.MEDIA_TYPES[fmt], (width, height), request.scale, result.tiles,
                    result.seed), seconds
 
@@ -84,7 +83,7 @@ class _Encoded:
 async def _raster_product(pipeline: HNDSRPipeline, runner: InferenceRunner, settings: Settings,
                           request: ProductRequest, disconnected: Callable[[], Awaitable[bool]]
                           ) -> tuple[Product, float]:
-    fmt = imaging.output_format(request.output_format, request.accept, input_is_tiff=True)
+    fmt = imaging.output_format(request.output_format, request.accept, input_is_tiff=is_tiff(request.data))
     options = SceneOptions(request.scale, request.ddim_steps, request.seed, request.bands)
     with open_raster(request.data) as src:
         upscaler = SceneUpscaler(pipeline, src, options, settings.max_image_pixels, settings.max_bands)

@@ -1,31 +1,92 @@
-"""Request parameter types and response models of the HTTP API (one declaration feeds validation,
-the OpenAPI page and the Python client)."""
+"""The HTTP API's request parameters and response bodies: one declaration feeds validation, the OpenAPI
+page (``openapi.py``) and the Python client.
+
+Parameters are strict: a value of another JSON type is refused, not coerced (``"4"`` is not a scale
+factor, ``1`` is not ``true``), and a request naming a field the API does not have is refused with the
+field's name, so a client learns at once that a feature it asks for does not exist.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from annotated_types import Ge, Le
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 API_VERSION = "1.0"
+MAX_SEED = 2**32 - 1
 
-ScaleFactor = Annotated[int, Ge(2), Le(8), Field(description="Integer upscaling factor, 2-8", examples=[4])]
-DdimSteps = Annotated[int, Ge(0), Le(50), Field(
+
+def _whole_float(value: Any) -> Any:
+    """JSON Schema's ``integer`` includes ``4.0``; so does ours (``4.5`` stays an error)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def whole_number(low: int, high: int) -> Any:
+    """A strict integer in ``[low, high]`` (the bounds before the validator, so the schema shows them)."""
+    return Annotated[int, Strict(), Ge(low), Le(high), BeforeValidator(_whole_float)]
+
+
+ScaleFactor = Annotated[whole_number(2, 8), Field(description="Integer upscaling factor, 2-8", examples=[4])]
+DdimSteps = Annotated[whole_number(0, 50), Field(
     description="Diffusion refinement steps; 0 = deterministic neural operator only", examples=[0])]
-Seed = Annotated[int | None, Ge(0), Le(2**32 - 1), Field(
+Seed = Annotated[whole_number(0, MAX_SEED) | None, Field(
     description="Seed for the diffusion noise (same seed, same bytes); null = random", examples=[None])]
 OutputFormat = Annotated[Literal["png", "jpeg", "webp", "tiff"] | None, Field(
     description="Output file format; null = the Accept header's (on /upscale), else GeoTIFF for a TIFF input "
                 "and PNG otherwise", examples=[None])]
 BandList = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,4}(,[1-9][0-9]{0,4})*$")]
-# BentoML's form parser hands a lone number ("4") over as an int; it is the same band list.
-Bands = Annotated[BandList | None, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v), Field(
-    description="TIFF/GeoTIFF inputs: comma-separated 1-based bands to keep, in output order (e.g. 4,3,2); "
-                "null = all bands", examples=[None])]
-Base64Image = Annotated[str, Field(
+# A form field "4" reaches the API as the number 4 (BentoML reads form values as JSON): the same list.
+Bands = Annotated[
+    BandList | whole_number(1, 99_999) | None, AfterValidator(lambda v: str(v) if isinstance(v, int) else v),
+    Field(description="Comma-separated 1-based bands to keep, in output order (e.g. 4,3,2), or one band number; "
+                      "a PNG, JPEG or WebP has bands 1-3 (red, green, blue); null = all bands", examples=[None])]
+Base64Image = Annotated[str, Strict(), Field(
     description="PNG/JPEG/TIFF/WebP file as base64; a data:image/...;base64, prefix is allowed",
     examples=["iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAJUlEQVR42mPc3+rHAAPhDGvgbCYGHIB0CRYvHhU458fP07SwAwAVYgXdW6kxywAAAABJRU5ErkJggg=="])]
+ReturnMetadata = Annotated[bool, Strict(), Field(description="Include the metadata object in the answer")]
+
+
+class JobParams(BaseModel):
+    """The form fields of ``POST /jobs`` besides ``image`` (those of ``/upscale``; jobs write GeoTIFFs only)."""
+
+    model_config = ConfigDict(extra="forbid")
+    scale_factor: ScaleFactor = 4
+    ddim_steps: DdimSteps = 0
+    seed: Seed = None
+    bands: Bands = None
+    output_format: Annotated[Literal["tiff"], Field(description="Jobs write Cloud-Optimized GeoTIFFs")] = "tiff"
+
+
+def form_value(text: str) -> Any:
+    """A multipart text field as ``/upscale`` reads it (BentoML's rule, documented as the parts' JSON
+    encoding): JSON when it parses (``4``, ``null``, ``"png"``), else the text itself (``4,3,2``, ``png``)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class _Service(Protocol):
+    apis: dict[str, Any]
+
+
+Service = TypeVar("Service", bound=_Service)
+
+
+def strict_apis(service: Service) -> Service:
+    """Make every API of a BentoML service refuse fields its signature does not name (a class decorator).
+
+    BentoML builds each API's input model from the method's signature, and pydantic ignores unknown
+    fields by default; refusing them is what tells a client that ``scale=4`` (for ``scale_factor``) or a
+    feature it expects does not exist.
+    """
+    for api in service.apis.values():
+        api.input_spec.model_config["extra"] = "forbid"
+        api.input_spec.model_rebuild(force=True)
+    return service
 
 
 class InferMetadata(BaseModel):
@@ -43,9 +104,106 @@ class InferMetadata(BaseModel):
 
 
 class InferResponse(BaseModel):
+    # BentoML's response models reserve the attribute ``media_type`` (the HTTP body's type), so the
+    # field is stored as ``file_media_type`` and travels under its public name.
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
     image: str = Field(description="Upscaled file, base64 (PNG by default; GeoTIFF for a TIFF input)")
-    media_type: str = Field(description="Media type of the file in image, e.g. image/png or image/tiff")
+    file_media_type: str = Field(alias="media_type",
+                                 description="Media type of the file in image, e.g. image/png or image/tiff")
     width: int
     height: int
     scale_factor: int
     metadata: InferMetadata | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error the service answers, from any layer."""
+
+    model_config = ConfigDict(extra="forbid")
+    error: str = Field(description="Machine-readable code, e.g. invalid_image, rate_limited")
+    detail: str = Field(description="What went wrong, in words")
+    request_id: str | None = Field(None, description="The request's id (inference routes), as in the log")
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["healthy", "unhealthy"]
+    model_loaded: bool
+    device: str
+    uptime_seconds: float
+    active_requests: int
+    reason: str | None = Field(None, description="Why the service is unhealthy")
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["ready", "not_ready"]
+    reason: str | None = Field(None, description="Why the service is not ready (loading, draining, failed)")
+
+
+class Version(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    api_version: str
+    model: str
+    model_version: str | None
+    weights_sha256: str | None
+    python: str
+    torch: str
+    bentoml: str
+    device: str
+
+
+class JobAccepted(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    job_id: str
+    status: Literal["queued"]
+    status_url: str
+    result_url: str
+
+
+class JobProgress(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tiles_done: int
+    tiles_total: int
+    fraction: float
+
+
+class RasterInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    width: int
+    height: int
+    bands: int
+    dtype: str
+    crs: str | None
+
+
+class JobOutput(RasterInfo):
+    scale_factor: int
+    ddim_steps: int
+    seed: int | None
+    source_bands: list[int]
+
+
+class JobError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    error: str
+    detail: str
+
+
+class Job(BaseModel):
+    """A scene job as ``GET /jobs/{job_id}`` describes it."""
+
+    model_config = ConfigDict(extra="forbid")
+    job_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: JobProgress
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: JobError | None
+    input: RasterInfo
+    output: JobOutput
+    expired: bool = Field(description="The job and its result are deleted (true only in the answer to DELETE: "
+                                      "the job answers 410 from then on)")
+    status_url: str
+    result_url: str

@@ -51,6 +51,10 @@ class Settings:
     drain_timeout_s: float = 30.0
     tile_size: int = 256
     tile_overlap: int = 16
+    # Tiles per network call and the micro-batcher's wait; None: the model's default for the device
+    # (hndsr_model.pipeline.DEFAULT_TILE_BATCH, DEFAULT_BATCH_WAIT_MS). A wait of 0 turns micro-batching off.
+    tile_batch: int | None = None
+    batch_wait_ms: float | None = None
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     cors_origins: tuple[str, ...] = ()
     api_keys: tuple[ApiKey, ...] = ()
@@ -168,6 +172,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tile_size=tile_size,
         tile_overlap=_parse(env, "TILE_OVERLAP", d.tile_overlap, int, lambda v: 0 <= v < tile_size // 2,
                             f"an integer in 0..{tile_size // 2 - 1} (below half of TILE_SIZE)"),
+        tile_batch=_parse(env, "TILE_BATCH", d.tile_batch, int, lambda v: 1 <= v <= 256, "an integer in 1..256"),
+        batch_wait_ms=_parse(env, "BATCH_WAIT_MS", d.batch_wait_ms, float, lambda v: 0 <= v <= 50,
+                             "a number of milliseconds in 0..50"),
         trusted_proxies=_parse(env, "TRUSTED_PROXIES", d.trusted_proxies, _networks, lambda v: True,
                                "comma-separated IP addresses or CIDR networks"),
         cors_origins=_parse(env, "CORS_ORIGINS", d.cors_origins, _csv, lambda v: True,

@@ -1,7 +1,7 @@
 """Multipart parsing without BentoML's URL fetching.
 
 BentoML treats a text value in a file field as a URL and downloads it (an SSRF door), and answers a
-malformed multipart body with 500. :func:`install` swaps in a parser that rejects both with 422, and
+malformed multipart body (a broken part, or no boundary at all) with 500. :func:`install` swaps in a parser that rejects both with 422, and
 that labels a generic ``application/octet-stream`` part by its magic bytes (curl sends a ``.tif``
 that way) so the declared ``image/*`` content type can be checked.
 """
@@ -14,6 +14,7 @@ from typing import Any
 from _bentoml_impl.serde import ALL_SERDE, MultipartSerde
 from bentoml.exceptions import BentoMLException
 from starlette.datastructures import Headers, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from hndsr_model.data import sniff_media_type
@@ -34,7 +35,9 @@ class NoFetchMultipartSerde(MultipartSerde):
         try:
             return await super().parse_request(request, cls)
         except MultiPartException as exc:
-            raise unprocessable(f"malformed multipart body: {exc}") from None
+            raise unprocessable(f"malformed multipart body: {exc.message}") from None
+        except HTTPException as exc:  # Starlette's form parser turns its MultiPartException into a 400 in an app
+            raise unprocessable(f"malformed multipart body: {exc.detail}") from None
 
 
 def label_by_content(upload: UploadFile) -> UploadFile:

@@ -13,48 +13,14 @@ scene, so a part shows the peak); the cancel's latency is printed too.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import httpx
+from _local_server import local_server, tree_rss_bytes
 
 from hndsr_client import JobsClient
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def tree_rss_bytes(root_pid: int) -> int:
-    """Resident memory of a process and all its descendants (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    total, todo = 0, [root_pid]
-    while todo:
-        pid = todo.pop()
-        total += rss.get(pid, 0)
-        todo += children.get(pid, [])
-    return total
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -64,29 +30,17 @@ def main() -> None:
     parser.add_argument("--stop-at", type=float, default=None, help="cancel once this fraction of tiles is done")
     parser.add_argument("--output", type=Path, default=None, help="where to download the result")
     args = parser.parse_args()
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="hndsr-bench-") as jobs_dir:
-        env = {**os.environ, "JOBS_DIR": jobs_dir, "DEVICE": os.environ.get("DEVICE", "cpu")}
-        server = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "service:HNDSR", "--port", str(port)],
-                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+    with tempfile.TemporaryDirectory(prefix="hndsr-bench-") as jobs_dir, \
+            local_server({"JOBS_DIR": jobs_dir}) as (url, server):
         peak = {"rss": 0}
         stop = threading.Event()
 
         def sample() -> None:
             while not stop.wait(0.5):
-                peak["rss"] = max(peak["rss"], tree_rss_bytes(server.pid))
+                peak["rss"] = max(peak["rss"], tree_rss_bytes(server))
 
         try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.5)
-            idle = tree_rss_bytes(server.pid)
+            idle = tree_rss_bytes(server)
             threading.Thread(target=sample, daemon=True).start()
             with JobsClient(url, timeout_s=600) as client:
                 started = time.perf_counter()
@@ -104,8 +58,6 @@ def main() -> None:
             print(f"server RSS: idle {idle / 2**30:.2f} GiB, peak during the job {peak['rss'] / 2**30:.2f} GiB")
         finally:
             stop.set()
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=60)
 
 
 def run(client: JobsClient, job_id: str, stop_at: float | None) -> dict:

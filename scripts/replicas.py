@@ -120,16 +120,11 @@ class Replicas:
         drain = os.environ.get("DRAIN_TIMEOUT_S", "30")
         trusted = ",".join(filter(None, [os.environ.get("TRUSTED_PROXIES", ""), "127.0.0.1/32"]))
         ports = [free_port() for _ in range(self.count)]
-        store = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml")).expanduser() / "models"
         for i, port in enumerate(ports, 1):
-            # A home of its own per replica: `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir at
-            # start and every process there is summed into /metrics; the model store is shared (a link).
-            home = self.work / f"home{i}"
-            home.mkdir(exist_ok=True)
-            if not (home / "models").exists():
-                (home / "models").symlink_to(store, target_is_directory=True)
+            # One BENTOML_HOME for all: each server keeps its metrics in a folder of its own
+            # (hndsr_service.metrics.setup_multiprocess_store).
             env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "REDIS_URL": redis_url,
-                   "TRUSTED_PROXIES": trusted, "BENTOML_HOME": str(home)}
+                   "TRUSTED_PROXIES": trusted}
             out = (self.work / f"replica{i}.log").open("ab")
             self.replicas.append(subprocess.Popen(
                 ["bentoml", "serve", "service:HNDSR", "--host", "127.0.0.1", "--port", str(port),

@@ -190,8 +190,11 @@ def test_rate_limit_429(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert c.get("/health").status_code == 200
 
 
-def test_inference_timeout_stops_the_model(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with service_client(monkeypatch, REQUEST_TIMEOUT_S="0.05", TILE_SIZE="32", TILE_OVERLAP="4") as c:
+@pytest.mark.parametrize("batch_wait_ms", ["0", "5"])  # without and with the micro-batcher
+def test_inference_timeout_stops_the_model(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                           batch_wait_ms: str) -> None:
+    with service_client(monkeypatch, REQUEST_TIMEOUT_S="0.05", TILE_SIZE="32", TILE_OVERLAP="4",
+                        BATCH_WAIT_MS=batch_wait_ms) as c:
         response = c.post("/infer", json={"image": b64(encode(rgb_image(256, 256))), "scale_factor": 4})
         assert_error(response, 504, "inference_timeout")
         assert 'hndsr_inference_cancelled_total{reason="timeout"}' in c.get("/metrics").text
@@ -219,3 +222,88 @@ def test_api_key_required_when_configured(bentoml_home: Path, monkeypatch: pytes
         assert_error(c.post("/infer", json=payload), 401, "unauthorized")
         assert c.post("/infer", json=payload, headers={"authorization": f"Bearer {key}"}).status_code == 200
         assert c.get("/ready").status_code == 200 and c.get("/metrics").status_code == 200
+        spec = c.get("/docs.json").json()  # the document says so
+        assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+        for path, method in (("/infer", "post"), ("/jobs", "post"), ("/jobs/{job_id}", "delete")):
+            operation = spec["paths"][path][method]
+            assert "401" in operation["responses"] and operation["security"] == [{"bearer": []}, {"apiKey": []}]
+        assert "security" not in spec["paths"]["/jobs/{job_id}"]["get"]
+
+
+# -- the contract: what /docs.json promises is what the routes do (each case below was found by schemathesis)
+
+
+def test_openapi_document_lists_every_answer(client: TestClient) -> None:
+    spec = client.get("/docs.json").json()
+    assert spec["openapi"] == "3.1.0"
+    for path in ("/infer", "/upscale", "/jobs", "/jobs/{job_id}", "/jobs/{job_id}/result", "/health", "/ready",
+                 "/version", "/metrics", "/livez", "/readyz"):
+        assert path in spec["paths"], path
+    infer, upscale = spec["paths"]["/infer"]["post"], spec["paths"]["/upscale"]["post"]
+    assert set(infer["responses"]) == {"200", "400", "408", "413", "422", "429", "500", "503", "504"}
+    assert set(upscale["responses"]) == set(infer["responses"]) | {"406", "415"}
+    assert set(upscale["responses"]["200"]["content"]) == {"image/png", "image/jpeg", "image/webp", "image/tiff"}
+    assert "media_type" in spec["components"]["schemas"]["InferResponse"]["required"]
+    for status in ("413", "422", "503"):
+        assert infer["responses"][status]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorResponse"}
+    request = infer["requestBody"]["content"]["application/json"]["schema"]
+    assert request["additionalProperties"] is False and request["required"] == ["image"]
+    assert {"type": "null"} in request["properties"]["seed"]["anyOf"]  # null is accepted, so documented
+    assert "securitySchemes" not in spec["components"] and "401" not in infer["responses"]
+
+
+def test_api_answers_are_what_they_declare(client: TestClient) -> None:
+    upscaled = client.post("/upscale", files={"image": ("a.png", encode(rgb_image(8, 8)), "image/png")},
+                           data={"scale_factor": "2"}, headers={"x-request-id": "req-7"})
+    assert upscaled.status_code == 200 and upscaled.headers["content-type"] == "image/png"
+    assert upscaled.headers["x-request-id"] == "req-7" and upscaled.headers["x-hndsr-seed"] == "None"
+    assert upscaled.headers["content-disposition"] == 'inline; filename="hndsr-x2.png"'
+    inferred = client.post("/infer", json={"image": b64(encode(rgb_image(8, 8))), "scale_factor": 2.0})
+    assert inferred.status_code == 200, inferred.text  # 2.0 is an integer, as in JSON Schema
+    assert set(inferred.json()) == {"image", "media_type", "width", "height", "scale_factor", "metadata"}
+
+
+@pytest.mark.parametrize("path", ["/infer", "/upscale", "/jobs"])
+def test_unknown_fields_are_named(client: TestClient, path: str) -> None:
+    image = encode(rgb_image(8, 8))
+    if path == "/infer":
+        response = client.post(path, json={"image": b64(image), "scale": 2})
+    else:
+        response = client.post(path, files={"image": ("a.png", image, "image/png")}, data={"scale": "2"})
+    assert "scale" in assert_error(response, 422, "invalid_request")["detail"]
+
+
+@pytest.mark.parametrize("field", [{"scale_factor": "4"}, {"scale_factor": True}, {"ddim_steps": 1.5},
+                                   {"seed": "7"}, {"return_metadata": 1}, {"return_metadata": "yes"},
+                                   {"output_format": "PNG"}, {"bands": True}, {"bands": 0}])
+def test_no_type_coercion(client: TestClient, field: dict) -> None:
+    response = client.post("/infer", json={"image": b64(encode(rgb_image(8, 8))), **field})
+    assert next(iter(field)) in assert_error(response, 422, "invalid_request")["detail"]
+
+
+@pytest.mark.parametrize("path", ["/infer", "/upscale", "/jobs"])
+def test_multipart_without_boundary_is_422(client: TestClient, path: str) -> None:
+    response = client.post(path, content=b"--x\r\n", headers={"content-type": "multipart/form-data"})
+    assert "boundary" in assert_error(response, 422, "invalid_request")["detail"]
+
+
+def test_decoder_errors_are_in_our_words(client: TestClient) -> None:
+    bomb = assert_error(client.post("/infer", json={"image": b64(png_header_only(50_000, 50_000))}), 413,
+                        "image_too_large")
+    assert bomb["detail"] == "image is over 178,956,970 pixels; the limit is 250,000"
+    broken_tiff = b"II*\x00" + b"\xff" * 64
+    for response in (client.post("/infer", json={"image": b64(broken_tiff), "bands": "1"}),
+                     client.post("/jobs", files={"image": ("a.tif", broken_tiff, "image/tiff")})):
+        detail = assert_error(response, 422, "invalid_image")["detail"]
+        assert "/vsimem" not in detail and "jobs/" not in detail and "not a raster" in detail
+    assert_error(client.post("/infer", json={"image": "", "bands": "1"}), 422, "invalid_image")
+
+
+def test_job_routes_answer_any_id_in_the_envelope(client: TestClient) -> None:
+    assert_error(client.get("/jobs/a/b"), 404, "job_not_found")
+    assert_error(client.get("/jobs/a%2Fb/result"), 404, "job_not_found")
+    refused = client.request("PATCH", "/jobs/" + "0" * 32)
+    assert refused.status_code == 405 and {"DELETE", "GET"} <= set(refused.headers["allow"].split(", "))
+    line_break = client.get("/jobs/0%0A1")  # BentoML's router keeps it from the job routes: its own 404, documented
+    assert line_break.status_code == 404 and line_break.headers["content-type"].startswith("text/plain")

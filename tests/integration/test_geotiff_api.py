@@ -124,12 +124,22 @@ def test_bands_select_and_order_over_http(server: Server, rgb_geotiff: bytes) ->
         assert dst.tags()["HNDSR_SOURCE_BANDS"] == "3,1"
 
 
-def test_bands_on_a_png_is_refused(server: Server) -> None:
-    png = encode(rgb_image(16, 16))
-    assert_error(post_upscale(server, png, name="a.png", media_type="image/png", bands="1"), 422, "invalid_request")
-    infer = httpx.post(f"{server.url}/infer", json={"image": base64.b64encode(png).decode(), "bands": "1,2"},
+def test_bands_on_a_png_select_its_channels(server: Server) -> None:
+    """A PNG is a 3-band raster: /upscale and /infer select its bands as /jobs always did (the schema allows
+    bands for any image; only a band the file lacks is refused)."""
+    image = rgb_image(16, 16)
+    png = encode(image)
+    blue = post_upscale(server, png, name="a.png", media_type="image/png", bands="3", output_format="tiff")
+    assert blue.status_code == 200, blue.text
+    with MemoryFile(blue.content) as mem, mem.open() as dst:
+        assert dst.count == 1 and (dst.width, dst.height) == (32, 32)
+        assert dst.tags()["HNDSR_SOURCE_BANDS"] == "3"
+    infer = httpx.post(f"{server.url}/infer", json={"image": base64.b64encode(png).decode(), "bands": "2,1"},
                        timeout=60)
-    assert_error(infer, 422, "invalid_request")
+    assert infer.status_code == 200 and infer.json()["media_type"] == "image/png", infer.text
+    body = assert_error(post_upscale(server, png, name="a.png", media_type="image/png", bands="4"), 422,
+                        "invalid_image")
+    assert "band 4" in body["detail"]
 
 
 @pytest.mark.parametrize("bands", ["0", "a,b", "1,1", "2,,3", "-1", "4;3"])

@@ -124,6 +124,18 @@ def ended(server: Server, job_id: str, end: str, timeout: float = 120.0) -> dict
     return body
 
 
+def deleted(server: Server, jobs_dir: Path, job_id: str, timeout: float = 120.0) -> httpx.Response:
+    """DELETE a job: from then on it is gone (410), and once it has stopped its folder is too."""
+    response = httpx.delete(f"{server.url}/jobs/{job_id}", timeout=30)
+    assert response.status_code in (200, 202), response.text
+    assert_error(httpx.get(f"{server.url}/jobs/{job_id}", timeout=30), 410, "job_deleted")
+    deadline = time.monotonic() + timeout
+    while (jobs_dir / job_id).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not (jobs_dir / job_id).exists(), "a deleted job's folder must be removed once it has stopped"
+    return response
+
+
 def assert_error(response: httpx.Response, status_code: int, code: str) -> dict:
     assert response.status_code == status_code, response.text[:500]
     body = response.json()
@@ -133,6 +145,9 @@ def assert_error(response: httpx.Response, status_code: int, code: str) -> dict:
 
 def job_folders(jobs_dir: Path) -> set[str]:
     return {p.name for p in jobs_dir.iterdir() if p.is_dir()}
+
+
+CANCELLED = 'hndsr_job_seconds_count{status="cancelled"}'
 
 
 def metric(text: str, name: str) -> float:
@@ -241,6 +256,7 @@ def test_truncated_raster_never_succeeds(server: Server, rasters: dict[str, byte
 
 def test_running_job_progress_sync_requests_and_cancel(server: Server, jobs_dir: Path,
                                                        rasters: dict[str, bytes]) -> None:
+    cancelled_before = metric(httpx.get(f"{server.url}/metrics", timeout=30).text, CANCELLED)
     job_id = submitted(server, rasters["slow"], scale_factor=4)
     try:
         body = running(server, job_id)
@@ -258,12 +274,10 @@ def test_running_job_progress_sync_requests_and_cancel(server: Server, jobs_dir:
         assert later["status"] == "running", "the job was not running any more: the check proved nothing"
         assert later["progress"]["tiles_done"] >= body["progress"]["tiles_done"]
     finally:
-        cancel = httpx.delete(f"{server.url}/jobs/{job_id}", timeout=30)
-    assert cancel.status_code in (200, 202), cancel.text
-    end = ended(server, job_id, "cancelled")
-    assert end["progress"]["tiles_done"] < SLOW_TILES and end["error"] is None
-    assert not (jobs_dir / job_id).exists(), "a cancelled job's folder (partial output) must be removed"
-    assert_error(httpx.get(f"{server.url}/jobs/{job_id}/result", timeout=30), 409, "job_has_no_result")
+        cancel = deleted(server, jobs_dir, job_id)
+    assert cancel.status_code == 202 and cancel.json()["progress"]["tiles_done"] < SLOW_TILES
+    assert metric(httpx.get(f"{server.url}/metrics", timeout=30).text, CANCELLED) == cancelled_before + 1
+    assert_error(httpx.get(f"{server.url}/jobs/{job_id}/result", timeout=30), 410, "job_deleted")
 
 
 def test_cancel_a_queued_job(server: Server, jobs_dir: Path, rasters: dict[str, bytes]) -> None:
@@ -271,12 +285,10 @@ def test_cancel_a_queued_job(server: Server, jobs_dir: Path, rasters: dict[str, 
     second = submitted(server, rasters["pan"])
     try:
         assert status(server, second)["status"] == "queued"
-        cancel = httpx.delete(f"{server.url}/jobs/{second}", timeout=30)
+        cancel = deleted(server, jobs_dir, second, timeout=0)
         assert cancel.status_code == 200 and cancel.json()["status"] == "cancelled"
-        assert not (jobs_dir / second).exists()
     finally:
-        httpx.delete(f"{server.url}/jobs/{first}", timeout=30)
-    ended(server, first, "cancelled")
+        deleted(server, jobs_dir, first)
 
 
 def test_download_while_another_client_deletes(server: Server, jobs_dir: Path, rasters: dict[str, bytes]) -> None:
@@ -302,17 +314,15 @@ def test_download_while_another_client_deletes(server: Server, jobs_dir: Path, r
     for reader in readers:
         reader.start()
     assert first_chunk.wait(30)
-    deleted = httpx.delete(f"{server.url}/jobs/{job_id}", timeout=30)
+    deletion = deleted(server, jobs_dir, job_id, timeout=0)
     for reader in readers:
         reader.join(60)
-    assert deleted.status_code == 200 and deleted.json()["expired"] is True
+    assert deletion.status_code == 200 and deletion.json()["expired"] is True
     assert len(outcomes) == 2
     for code, received in outcomes:
         assert (code, received) == (200, size) or code == 410, outcomes
-    assert_error(httpx.get(url, timeout=30), 410, "result_expired")
-    assert_error(httpx.get(url, timeout=30), 410, "result_expired")
-    assert status(server, job_id)["expired"] is True
-    assert not (jobs_dir / job_id).exists()
+    assert_error(httpx.get(url, timeout=30), 410, "job_deleted")
+    assert_error(httpx.delete(f"{server.url}/jobs/{job_id}", timeout=30), 410, "job_deleted")
 
 
 def test_failing_job_is_reported_and_counted(server: Server, rasters: dict[str, bytes]) -> None:
@@ -346,15 +356,14 @@ def limited(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 def test_queue_limit_answers_503_with_retry_after(limited: tuple[Server, Path], rasters: dict[str, bytes]) -> None:
-    server, _ = limited
+    server, jobs_dir = limited
     first = submitted(server, rasters["slow"], scale_factor=4)
     try:
         refused = submit(server, rasters["pan"])
         assert_error(refused, 503, "jobs_queue_full")
         assert int(refused.headers["retry-after"]) > 0
     finally:
-        httpx.delete(f"{server.url}/jobs/{first}", timeout=30)
-    ended(server, first, "cancelled")
+        deleted(server, jobs_dir, first)
 
 
 def raw_multipart(content: bytes) -> tuple[bytes, bytes]:
@@ -367,7 +376,7 @@ def raw_multipart(content: bytes) -> tuple[bytes, bytes]:
 
 
 def test_queue_limit_holds_for_overlapping_uploads(limited: tuple[Server, Path], rasters: dict[str, bytes]) -> None:
-    server, _ = limited
+    server, jobs_dir = limited
     host, port = server.url.removeprefix("http://").split(":")
     head, body = raw_multipart(rasters["pan"])
     accepted: list[str] = []
@@ -387,15 +396,7 @@ def test_queue_limit_holds_for_overlapping_uploads(limited: tuple[Server, Path],
         assert len(accepted) == 1, f"{len(accepted)} jobs accepted with MAX_QUEUED_JOBS=1"
     finally:
         for job_id in accepted:
-            httpx.delete(f"{server.url}/jobs/{job_id}", timeout=30)
-        for job_id in accepted:
-            ended_any(server, job_id)
-
-
-def ended_any(server: Server, job_id: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while status(server, job_id)["status"] in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.2)
+            deleted(server, jobs_dir, job_id)
 
 
 def test_upload_limit_answers_413(limited: tuple[Server, Path], rasters: dict[str, bytes]) -> None:
@@ -440,8 +441,8 @@ def test_results_expire_after_retention(limited: tuple[Server, Path], rasters: d
     deadline = time.monotonic() + 60  # housekeeping runs every 10 s
     while httpx.get(url, timeout=30).status_code == 200 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert_error(httpx.get(url, timeout=30), 410, "result_expired")
-    assert status(server, job_id)["expired"] is True
+    assert_error(httpx.get(url, timeout=30), 410, "job_deleted")
+    assert_error(httpx.get(f"{server.url}/jobs/{job_id}", timeout=30), 410, "job_deleted")
     assert not (jobs_dir / job_id).exists()
 
 

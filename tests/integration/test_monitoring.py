@@ -148,7 +148,9 @@ def queries_without_series(prom_url: str, exprs: list[str], timeout: float = 90.
 
     A ``rate()`` needs two scrapes of a series, and a labelled series such as ``hndsr_errors_total``
     only exists from its first increment: waiting on one signal (the inference rate) and then querying
-    another raced Prometheus's scrape loop. Waiting on each expression itself cannot race.
+    another raced Prometheus's scrape loop. Waiting on each expression itself cannot race. (The same
+    symptom came from any other `bentoml serve` started on the test's BENTOML_HOME meanwhile: it emptied
+    this server's metrics folder. Each server now has its own: test_load.py checks it.)
     """
     deadline = time.monotonic() + timeout
     pending = list(exprs)

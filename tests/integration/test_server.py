@@ -70,7 +70,7 @@ def test_python_client(server: Server, tmp_path: Path) -> None:
         body = result if isinstance(result, dict) else result.model_dump()
         assert (body["width"], body["height"]) == (60, 40)
         out = client.upscale(image=source, scale_factor=3)
-        assert Image.open(out).size == (90, 60)
+        assert Image.open(out).size == (90, 60) and out.name.endswith("hndsr-x3.png")
 
 
 def test_probes_never_limited_and_version(server: Server) -> None:
@@ -81,6 +81,10 @@ def test_probes_never_limited_and_version(server: Server) -> None:
 
 
 def test_client_disconnect_stops_inference(server: Server) -> None:
+    assert_disconnect_stops_inference(server)
+
+
+def assert_disconnect_stops_inference(server: Server) -> None:
     label = 'hndsr_inference_cancelled_total{reason="client_disconnected"}'
     before = metric_value(server, label)
     with pytest.raises(httpx.ReadTimeout):

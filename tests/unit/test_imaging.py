@@ -8,8 +8,10 @@ import zlib
 import numpy as np
 import pytest
 import tifffile
+from rasterio.io import MemoryFile
 
 from hndsr_model.data import to_rgb8
+from hndsr_model.quality import y_psnr
 from hndsr_service.errors import ServiceError
 from hndsr_service.imaging import check_output, decode_base64, decode_image, output_format
 from hndsr_service.imaging import encode as encode_as
@@ -104,9 +106,20 @@ def test_to_rgb8_constant_band_does_not_divide_by_zero() -> None:
     assert to_rgb8(np.full((4, 4), 7.0)).shape == (4, 4, 3)
 
 
-def test_encode_png_is_lossless() -> None:
-    image = rgb_image()
-    assert np.array_equal(decode_image(encode_as(image, "png"), 10**6), image)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (33, 47), (300, 256)])
+def test_png_encoder_is_lossless_for_pillow_and_libpng(shape: tuple[int, int]) -> None:
+    # Noise makes the "Up" filter wrap around 0 and 255 everywhere; a non-contiguous view must work too.
+    image = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 6), np.uint8)[:, :, ::2]
+    data = encode_as(image, "png")
+    assert np.array_equal(decode_image(data, 10**6), image)  # Pillow checks every chunk's CRC
+    with MemoryFile(data) as memory, memory.open() as png:  # GDAL's PNG driver reads through libpng
+        assert png.driver == "PNG" and np.array_equal(np.moveaxis(png.read(), 0, -1), image)
+
+
+def test_lossless_webp_and_high_quality_jpeg() -> None:
+    image = rgb_image(64, 96)
+    assert np.array_equal(decode_image(encode_as(image, "webp"), 10**6), image)
+    assert y_psnr(decode_image(encode_as(image, "jpeg"), 10**6), image, 0) > 38
 
 
 @pytest.mark.parametrize(("accept", "input_is_tiff", "expected"), [

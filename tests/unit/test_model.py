@@ -125,7 +125,7 @@ def test_tiled_matches_untiled(pipeline: HNDSRPipeline) -> None:
 
 
 def test_cancellation_between_tiles(pipeline: HNDSRPipeline) -> None:
-    tiled_pipe = HNDSRPipeline(pipeline.model, pipeline.device, tile_size=32, tile_overlap=4)
+    tiled_pipe = HNDSRPipeline(pipeline.model, pipeline.device, tile_size=32, tile_overlap=4, tile_batch=1)
     calls = []
 
     def cancel_after_two() -> bool:

@@ -27,7 +27,8 @@ def test_environment_overrides() -> None:
 @pytest.mark.parametrize(("name", "value"), [
     ("PORT", "0"), ("PORT", "http"), ("DEVICE", "tpu"), ("MAX_QUEUE_DEPTH", "-1"), ("RATE_LIMIT_PER_HOUR", "1.5"),
     ("MAX_PAYLOAD_MB", "zero"), ("REQUEST_TIMEOUT_S", "0"), ("TRUSTED_PROXIES", "not-an-ip"), ("HOST", "example.com"),
-    ("TILE_OVERLAP", "200"), ("API_KEYS", "short"),
+    ("TILE_OVERLAP", "200"), ("API_KEYS", "short"), ("TILE_BATCH", "0"), ("BATCH_WAIT_MS", "-1"),
+    ("BATCH_WAIT_MS", "500"),
 ])
 def test_bad_values_are_named(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):

@@ -1,0 +1,108 @@
+"""A real `bentoml serve service:HNDSR` on a free loopback port, and the memory of its processes (Linux /proc).
+
+Shared by the scripts that measure a running server (bench_scene_job.py, load_soak.py). The model comes from
+the BentoML store: run `scripts/serve` or `python -m hndsr_service.model_store` once first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER_MODULE = "_bentoml_impl.worker.service"  # what BentoML runs in each worker process
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_server(env: dict[str, str], log: Path | None = None, ready_timeout_s: float = 180) -> Iterator[tuple[str, int]]:
+    """``(url, pid)`` of a ready server with ``env`` on top of this process's environment; SIGTERM after."""
+    port = free_port()
+    full_env = {**os.environ, "DEVICE": os.environ.get("DEVICE", "cpu"), **env}
+    out = log.open("wb") if log else subprocess.DEVNULL
+    server = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "service:HNDSR", "--host", "127.0.0.1",
+                               "--port", str(port)], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, server, ready_timeout_s)
+        yield url, server.pid
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=90)
+
+
+def wait_ready(url: str, server: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.returncode} before it was ready")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"the server was not ready after {timeout_s:g} s")
+
+
+def _processes() -> tuple[dict[int, list[int]], dict[int, int]]:
+    """Children of every process, and every process's resident bytes."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return children, rss
+
+
+def descendants(root_pid: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    children = children if children is not None else _processes()[0]
+    found, todo = [], list(children.get(root_pid, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def tree_rss_bytes(root_pid: int) -> int:
+    """Resident memory of a process and all its descendants."""
+    children, rss = _processes()
+    return sum(rss.get(pid, 0) for pid in [root_pid, *descendants(root_pid, children)])
+
+
+def worker_pid(root_pid: int) -> int | None:
+    """The server's (first) worker process: the one that loads the model and answers requests."""
+    for pid in descendants(root_pid):
+        with contextlib.suppress(OSError):
+            if WORKER_MODULE in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                return pid
+    return None
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory of one process, or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[21]) * os.sysconf("SC_PAGE_SIZE")

@@ -1,0 +1,423 @@
+"""The serving sections of ``scripts/benchmark.py`` (run through it; every figure is printed with the load average).
+
+``--serving``: registers the model, starts the real server (``bentoml serve``, as the integration tests do) and
+prints, from one run: the model alone (one tile, one batch of tiles), the ratios of HTTP ``/upscale`` end to end
+(PNG, JPEG) to the in-process ``upscale`` of the same 256x256 x4 image (timed round-robin, medians), the
+in-process ``upscale`` + PNG with 1 and 4 threads, then ``/upscale`` and ``/infer`` driven by 1/4/16/64
+concurrent clients (requests/s, p50, p99), and a big scene in process (x2, output megapixels/s).
+
+``--batching``: in process, the micro-batcher (``BATCH_WAIT_MS``) against none, 1 and 4 threads, round-robin.
+``--encoders``: each output encoder on a 1024x1024 output (ms, MB, lossless, whether it holds the GIL), with
+the alternatives that are installed (fpng, imagecodecs, opencv, simplejpeg).
+``--omp``: ``OMP_WAIT_POLICY`` unset/ACTIVE/PASSIVE, each in a fresh process: ``upscale`` on the main thread,
+on a worker thread and on four at once (as the server's slots run it), quiet and with one core kept busy by
+another process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import importlib
+import importlib.util
+import io
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from benchmark import median_seconds, mosaic, round_robin_seconds, test_image
+from PIL import Image
+
+from hndsr_model.pipeline import HNDSRPipeline
+from hndsr_service import imaging
+from hndsr_service.model_store import register
+from tests.integration.server import serving as running_server
+
+SCALE = 4
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("serving sections (scripts/serving_benchmark.py)")
+    group.add_argument("--serving", action="store_true", help="the real server against in-process figures")
+    group.add_argument("--batching", action="store_true", help="the micro-batcher against none, in process")
+    group.add_argument("--encoders", action="store_true", help="output encoders on a 1024x1024 output")
+    group.add_argument("--omp", action="store_true", help="OMP_WAIT_POLICY under CPU contention")
+    group.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
+    group.add_argument("--ratio-repeats", type=int, default=15, help="round-robin repeats of the HTTP/in-process ratios")
+    group.add_argument("--scene-size", type=int, help="LR side of the big scene (x2); default 8192 on cuda, 2048 on cpu")
+    group.add_argument("--server-env", nargs="*", default=[], metavar="NAME=VALUE",
+                       help="settings for the server, e.g. BATCH_WAIT_MS=5")
+    group.add_argument("--omp-child", action="store_true", help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> bool:
+    """Run the sections asked for; False when none was (the model benchmark runs instead)."""
+    if args.omp_child:
+        omp_child(args.device)
+        return True
+    sections = [section for name, section in (("serving", serving), ("batching", batching),
+                                              ("encoders", encoders), ("omp", omp)) if getattr(args, name)]
+    for section in sections:
+        section(args)
+    return bool(sections)
+
+
+def load_average() -> str:
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class Load:
+    """What concurrent callers saw: requests (and failures), requests/s, latency percentiles in ms."""
+
+    requests: int
+    errors: int
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+
+    @classmethod
+    def of(cls, latencies: list[float], errors: int, seconds: float) -> Load:
+        ordered = sorted(latencies)
+        p99 = ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]  # nearest rank
+        return cls(len(ordered), errors, len(ordered) / seconds, statistics.median(ordered) * 1000, p99 * 1000)
+
+    def row(self, label: str) -> str:
+        failed = f"  ({self.errors} failed)" if self.errors else ""
+        return (f"  {label:34s} {self.per_second:7.2f} req/s   p50 {self.p50_ms:8.1f} ms   p99 {self.p99_ms:8.1f} ms"
+                f"   n={self.requests}{failed}")
+
+
+# -- --serving -----------------------------------------------------------------------------------------------
+
+
+def serving(args: argparse.Namespace) -> None:
+    register()  # the server loads the model from the BentoML store, as scripts/serve does
+    pipeline = HNDSRPipeline.from_pretrained(args.weights, device=args.device)
+    image = test_image(256)
+    upload = imaging.encode(image, "png")
+    print(f"serving benchmark, {args.device}, tile_batch {pipeline.tile_batch}, OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; {load_average()}", flush=True)
+    model = model_only(pipeline, args.repeats)
+    print(f"model only: one 256x256 tile x{SCALE} {model['tile_ms']:.1f} ms; batches of {pipeline.tile_batch}: "
+          f"{model['batch_tiles_per_s']:.1f} tiles/s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="hndsr-bench-") as tmp:
+        env = {"DEVICE": args.device, "MAX_QUEUE_DEPTH": "1000", "RATE_LIMIT_PER_HOUR": "1000000000",
+               "REQUEST_TIMEOUT_S": "600", "JOBS_DIR": tmp, **dict(kv.split("=", 1) for kv in args.server_env)}
+        with running_server(env, Path(tmp) / "server.log") as server:
+            print(f"server up ({' '.join(args.server_env) or 'default settings'}); {load_average()}", flush=True)
+            ratio = http_ratios(pipeline, image, upload, server.url, args.ratio_repeats)
+            in_process = {threads: in_process_load(pipeline, image, threads, max(8, 2 * threads)) for threads in (1, 4)}
+            for threads, stats in in_process.items():
+                print(stats.row(f"in-process upscale+PNG, {threads} thr"), flush=True)
+            http = {endpoint: {clients: http_load(server.url, endpoint, upload, clients) for clients in args.clients}
+                    for endpoint in ("upscale", "infer")}
+    size = args.scene_size or (8192 if pipeline.device.type == "cuda" else 2048)
+    scene = big_scene(pipeline, size)
+    print(f"big scene {size}x{size} x2 in process: {scene['seconds']:.2f} s, {scene['output_mpx_per_s']:.1f} output "
+          f"megapixels/s; {load_average()}")
+    print(json.dumps({"device": args.device, "model_only": model, "ratios": ratio,
+                      "in_process": {k: asdict(v) for k, v in in_process.items()},
+                      "http": {e: {c: asdict(v) for c, v in by.items()} for e, by in http.items()},
+                      "big_scene": scene, "load_average": os.getloadavg()}))
+
+
+def model_only(pipeline: HNDSRPipeline, repeats: int) -> dict[str, float]:
+    """The operator alone on the device: one tile, and one batch of ``tile_batch`` tiles."""
+    one = torch.rand(1, 3, 256, 256, device=pipeline.device)
+    batch = torch.rand(pipeline.tile_batch, 3, 256, 256, device=pipeline.device)
+
+    def forward(tiles: torch.Tensor) -> Callable[[], None]:
+        def call() -> None:
+            with torch.inference_mode():
+                pipeline.model.operator(tiles, SCALE)
+            synchronize(pipeline.device)
+        return call
+
+    tile_s = median_seconds(forward(one), repeats)
+    batch_s = median_seconds(forward(batch), repeats)
+    return {"tile_ms": tile_s * 1000, "batch_tiles_per_s": pipeline.tile_batch / batch_s}
+
+
+def post_upscale(client: httpx.Client, upload: bytes, fmt: str) -> bytes:
+    response = client.post("/upscale", files={"image": ("input.png", upload, "image/png")},
+                           data={"scale_factor": str(SCALE), "output_format": fmt})
+    response.raise_for_status()
+    return response.content
+
+
+def http_ratios(pipeline: HNDSRPipeline, image: np.ndarray, upload: bytes, url: str, repeats: int
+                ) -> dict[str, float]:
+    """Medians of in-process ``upscale`` (on the main thread, and on a worker thread as the server runs it) and of
+    HTTP ``/upscale`` (PNG, JPEG), timed in turn, and their ratios."""
+    with httpx.Client(base_url=url, timeout=600) as client, ThreadPoolExecutor(1) as worker:
+        times = round_robin_seconds({
+            "in_process_upscale": lambda: pipeline.upscale(image, SCALE),
+            "in_process_upscale_worker": lambda: worker.submit(pipeline.upscale, image, SCALE).result(),
+            "http_upscale_png": lambda: post_upscale(client, upload, "png"),
+            "http_upscale_jpeg": lambda: post_upscale(client, upload, "jpeg"),
+        }, repeats)
+    base, worker_base = times["in_process_upscale"], times["in_process_upscale_worker"]
+    print(f"256x256 x{SCALE}, medians of {repeats} round-robin ({load_average()}):")
+    for name, seconds in times.items():
+        print(f"  {name:26s} {seconds * 1000:8.1f} ms   {seconds / base:5.3f}x in-process   "
+              f"{seconds / worker_base:5.3f}x in-process on a worker thread", flush=True)
+    return {**{f"{name}_ms": seconds * 1000 for name, seconds in times.items()},
+            "png_ratio": times["http_upscale_png"] / base, "jpeg_ratio": times["http_upscale_jpeg"] / base,
+            "png_ratio_worker": times["http_upscale_png"] / worker_base,
+            "jpeg_ratio_worker": times["http_upscale_jpeg"] / worker_base}
+
+
+def in_process_load(pipeline: HNDSRPipeline, image: np.ndarray, threads: int, requests: int) -> Load:
+    """``threads`` callers of ``upscale`` + PNG encoding, ``requests`` in all."""
+
+    def one(_: int) -> float:
+        started = time.perf_counter()
+        imaging.encode(pipeline.upscale(image, SCALE).image, "png")
+        return time.perf_counter() - started
+
+    one(0)  # warm-up
+    with ThreadPoolExecutor(threads) as pool:
+        started = time.perf_counter()
+        latencies = list(pool.map(one, range(requests)))
+        return Load.of(latencies, 0, time.perf_counter() - started)
+
+
+def http_load(url: str, endpoint: str, upload: bytes, clients: int) -> Load:
+    """``clients`` concurrent clients, two requests each (at least eight in all)."""
+    if endpoint == "upscale":
+        def request(client: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+            return client.post("/upscale", files={"image": ("input.png", upload, "image/png")},
+                               data={"scale_factor": str(SCALE)})
+    else:
+        body = {"image": base64.b64encode(upload).decode(), "scale_factor": SCALE}
+
+        def request(client: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+            return client.post("/infer", json=body)
+
+    stats = asyncio.run(drive(url, request, clients, max(8, 2 * clients)))
+    print(stats.row(f"HTTP /{endpoint}, {clients} clients") + f"; {load_average()}", flush=True)
+    return stats
+
+
+async def drive(url: str, request: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]], clients: int,
+                total: int) -> Load:
+    latencies: list[float] = []
+    errors = 0
+    tickets = iter(range(total))  # shared: each request is sent by whichever client is free
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        for _ in tickets:
+            started = time.perf_counter()
+            response = await request(client)
+            if response.status_code == 200 and response.headers["content-type"].startswith("application/json"):
+                response.json()  # a JSON client parses what it gets
+            latencies.append(time.perf_counter() - started)
+            errors += response.status_code != 200
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        await request(client)  # warm-up
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+        return Load.of(latencies, errors, time.perf_counter() - started)
+
+
+def big_scene(pipeline: HNDSRPipeline, size: int) -> dict[str, float]:
+    tiles = math.ceil(size / 1024)
+    image = np.ascontiguousarray(np.tile(mosaic(1024), (tiles, tiles, 1))[:size, :size])
+    pipeline.upscale(image[:512, :512], 2)  # warm-up
+    started = time.perf_counter()
+    pipeline.upscale(image, 2)
+    seconds = time.perf_counter() - started
+    return {"size": size, "seconds": seconds, "output_mpx_per_s": (2 * size) ** 2 / 1e6 / seconds}
+
+
+# -- --batching ----------------------------------------------------------------------------------------------
+
+
+def batching(args: argparse.Namespace) -> None:
+    base = HNDSRPipeline.from_pretrained(args.weights, device=args.device)
+    wait_ms = 5.0
+    variants = {"no micro-batcher": HNDSRPipeline(base.model, base.device, batch_wait_ms=0),
+                f"micro-batcher {wait_ms:g} ms": HNDSRPipeline(base.model, base.device, batch_wait_ms=wait_ms)}
+    image = test_image(256)
+    print(f"micro-batching, 256x256 x{SCALE} upscale+PNG in process, {args.device}, tile_batch {base.tile_batch}, "
+          f"{args.repeats} rounds round-robin; {load_average()}")
+    results: dict[str, dict[int, list[Load]]] = {name: {1: [], 4: []} for name in variants}
+    for _ in range(args.repeats):
+        for threads in (1, 4):
+            for name, pipeline in variants.items():
+                results[name][threads].append(in_process_load(pipeline, image, threads, 4 * threads))
+    for threads in (1, 4):
+        for name, loads in results.items():
+            rate = statistics.median(load.per_second for load in loads[threads])
+            p50 = statistics.median(load.p50_ms for load in loads[threads])
+            print(f"  {threads} thread(s), {name:22s} {rate:6.2f} req/s   p50 {p50:7.1f} ms")
+    print(load_average())
+
+
+# -- --encoders ----------------------------------------------------------------------------------------------
+
+
+def pillow(image: np.ndarray, **options: object) -> Callable[[], bytes]:
+    def encode() -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, **options)
+        return buffer.getvalue()
+    return encode
+
+
+def optional_encoders(image: np.ndarray) -> dict[str, Callable[[], bytes]]:
+    """Alternatives measured when their packages are installed (the service does not depend on them)."""
+    found: dict[str, Callable[[], bytes]] = {}
+    modules = {name: importlib.util.find_spec(name) for name in ("fpng", "imagecodecs", "cv2", "simplejpeg")}
+    if modules["fpng"]:
+        fpng = importlib.import_module("fpng")
+        found["fpng"] = lambda: fpng.from_ndarray(image)
+    if modules["imagecodecs"]:
+        codecs = importlib.import_module("imagecodecs")
+        found["imagecodecs png (libpng) level 1"] = lambda: codecs.png_encode(image, level=1)
+    if modules["cv2"]:
+        cv2 = importlib.import_module("cv2")
+        bgr = np.ascontiguousarray(image[..., ::-1])
+        found["opencv png level 1"] = lambda: cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
+    if modules["simplejpeg"]:
+        simplejpeg = importlib.import_module("simplejpeg")
+        found["simplejpeg q95"] = lambda: simplejpeg.encode_jpeg(image, quality=95, colorspace="RGB")
+    return found
+
+
+def gil_stall_ms(encode: Callable[[], bytes], calls: int = 10) -> float:
+    """Median of how long a thread sleeping 0.2 ms takes to wake while ``encode`` runs: about the encode time
+    when the encoder holds the GIL (an event loop stalls as long), well under a millisecond when it does not."""
+    late: list[float] = []
+    stop = threading.Event()
+
+    def sleeper() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            time.sleep(0.0002)
+            late.append(time.perf_counter() - started)
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    for _ in range(calls):
+        encode()
+    stop.set()
+    thread.join()
+    return statistics.median(late) * 1000
+
+
+def encoders(args: argparse.Namespace) -> None:
+    image = HNDSRPipeline.from_pretrained(args.weights, device=args.device).upscale(test_image(256), SCALE).image
+    candidates = {
+        "hndsr png (Up filter + ISA-L 1)": lambda: imaging.encode(image, "png"),
+        "pillow png compress_level=1": pillow(image, format="PNG", compress_level=1),
+        "hndsr jpeg (Pillow q95)": lambda: imaging.encode(image, "jpeg"),
+        "hndsr webp lossless (quality 0)": lambda: imaging.encode(image, "webp"),
+        "pillow webp lossless (quality 80)": pillow(image, format="WEBP", lossless=True, method=0),
+        **optional_encoders(image),
+    }
+    print(f"encoders, {image.shape[1]}x{image.shape[0]} super-resolved output, medians of {args.repeats}; "
+          f"{load_average()}")
+    for name, encode in candidates.items():
+        seconds = median_seconds(encode, args.repeats)
+        data = encode()
+        decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        exact = "lossless" if np.array_equal(decoded, image) else "lossy"
+        print(f"  {name:36s} {seconds * 1000:7.1f} ms  {len(data) / 1e6:5.2f} MB  {exact:8s}  "
+              f"GIL stall p50 {gil_stall_ms(encode):5.1f} ms", flush=True)
+    print(load_average())
+
+
+# -- --omp ---------------------------------------------------------------------------------------------------
+
+OMP_CALLS = ("main thread", "worker thread", "4 worker threads")
+OMP_POLICIES = ("unset", "ACTIVE", "PASSIVE")
+
+
+def omp(args: argparse.Namespace) -> None:
+    """One process per policy (libgomp reads it when it loads), all loaded at once and asked in turn, call by
+    call, so that the shared machine's load falls on every policy alike."""
+    children = {policy: omp_process(policy, args.device) for policy in OMP_POLICIES}
+    times: dict[tuple[str, str, str], list[float]] = {}
+    print(f"OMP_WAIT_POLICY, 256x256 x{SCALE} upscale, {args.device}, {args.repeats} rounds; {load_average()}",
+          flush=True)
+    try:
+        for contention in ("quiet", "busy core"):
+            spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if contention != "quiet" else None
+            try:
+                for _ in range(args.repeats):
+                    for call in OMP_CALLS:
+                        for policy, child in children.items():
+                            assert child.stdin and child.stdout
+                            child.stdin.write(call + "\n")
+                            child.stdin.flush()
+                            times.setdefault((call, contention, policy), []).append(float(child.stdout.readline()))
+            finally:
+                if spinner:
+                    spinner.kill()
+                    spinner.wait()
+    finally:
+        for child in children.values():
+            child.kill()
+            child.wait()
+    print("  median ms per upscale (4 worker threads: wall time / 4, the four at once as the server's slots run)")
+    print(f"  {'':30s}" + "".join(f"{policy:>10s}" for policy in OMP_POLICIES))
+    for contention in ("quiet", "busy core"):
+        for call in OMP_CALLS:
+            print(f"  {call + ', ' + contention:30s}" + "".join(
+                f"{statistics.median(times[call, contention, policy]) * 1000:10.0f}" for policy in OMP_POLICIES))
+    print(load_average())
+
+
+def omp_process(policy: str, device: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if policy != "unset":
+        env["OMP_WAIT_POLICY"] = policy
+    child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("benchmark.py")), "--omp-child",
+                              "--device", device], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout and child.stdout.readline().strip() == "ready"
+    return child
+
+
+def omp_child(device: str) -> None:
+    """Answer each call name on stdin with the seconds per upscale it took."""
+    pipeline = HNDSRPipeline.from_pretrained(device=device)
+    image = test_image(256)
+    workers = ThreadPoolExecutor(4)
+    calls = {
+        "main thread": lambda: pipeline.upscale(image, SCALE),
+        "worker thread": lambda: workers.submit(pipeline.upscale, image, SCALE).result(),
+        "4 worker threads": lambda: [f.result() for f in [workers.submit(pipeline.upscale, image, SCALE)
+                                                          for _ in range(4)]],
+    }
+    per_call = {"main thread": 1, "worker thread": 1, "4 worker threads": 4}
+    for call in calls.values():
+        call()  # warm-up: every thread's OpenMP team exists
+    print("ready", flush=True)
+    for line in sys.stdin:
+        started = time.perf_counter()
+        calls[line.strip()]()
+        print((time.perf_counter() - started) / per_call[line.strip()], flush=True)

@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--omp", action="store_true", help="OMP_WAIT_POLICY under CPU contention")
     group.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
     group.add_argument("--ratio-repeats", type=int, default=15, help="round-robin repeats of the HTTP/in-process ratios")
-    group.add_argument("--scene-size", type=int, help="LR side of the big scene (x2); default 8192 on cuda, 2048 on cpu")
+    group.add_argument("--scene-size", type=int, help="LR side of the big scene (x2); default 8192 on cuda, 1024 on cpu")
     group.add_argument("--server-env", nargs="*", default=[], metavar="NAME=VALUE",
                        help="settings for the server, e.g. BATCH_WAIT_MS=5")
     group.add_argument("--omp-child", action="store_true", help=argparse.SUPPRESS)
@@ -131,7 +131,7 @@ def serving(args: argparse.Namespace) -> None:
                 print(stats.row(f"in-process upscale+PNG, {threads} thr"), flush=True)
             http = {endpoint: {clients: http_load(server.url, endpoint, upload, clients) for clients in args.clients}
                     for endpoint in ("upscale", "infer")}
-    size = args.scene_size or (8192 if pipeline.device.type == "cuda" else 2048)
+    size = args.scene_size or (8192 if pipeline.device.type == "cuda" else 1024)
     scene = big_scene(pipeline, size)
     print(f"big scene {size}x{size} x2 in process: {scene['seconds']:.2f} s, {scene['output_mpx_per_s']:.1f} output "
           f"megapixels/s; {load_average()}")

@@ -70,8 +70,8 @@ def realesrgan_peer() -> Callable[[np.ndarray], object] | None:
     return lambda image: model.process_pil(Image.fromarray(image))
 
 
-def round_robin_seconds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, timed in turn within every repeat."""
+def round_robin_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each function in every repeat, the functions timed in turn within a repeat."""
     for fn in fns.values():
         fn()  # warm-up
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -80,7 +80,12 @@ def round_robin_seconds(fns: dict[str, Callable[[], object]], repeats: int) -> d
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def round_robin_seconds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, timed in turn within every repeat."""
+    return {name: statistics.median(values) for name, values in round_robin_times(fns, repeats).items()}
 
 
 def speed(pipeline: HNDSRPipeline, repeats: int, compare: dict[str, HNDSRPipeline] | None = None) -> dict[str, float]:

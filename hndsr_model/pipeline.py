@@ -266,16 +266,21 @@ class HNDSRPipeline:
         sampler = DDIMSampler(steps)
         times = sampler.timesteps()
         for step, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
-            stopped = [w.cancelled() for w in works]
-            if any(stopped):
-                for work in (w for w, stop in zip(works, stopped, strict=True) if stop):
-                    work.result.set_exception(InferenceCancelled(f"cancelled at diffusion step {step + 1}/{steps}"))
-                keep = torch.tensor([not stop for stop in stopped], device=self.device)
-                rows = keep.repeat_interleave(torch.tensor([len(w) for w in works], device=self.device))
-                works = [w for w, stop in zip(works, stopped, strict=True) if not stop]
-                x, cond, sr = x[rows], cond[rows], sr[rows]
+            stopped = [w for w in works if w.cancelled()]
+            if stopped:
+                reason = f"cancelled at diffusion step {step + 1}/{steps}"
+                works, (x, cond, sr) = self._without(works, stopped, (x, cond, sr), reason)
                 if not works:
                     break
             v = self.model.denoiser(x, cond, torch.full((x.shape[0],), t, device=self.device), scale)
             x = sampler.step(v, t, t_next, x)
         return works, sr + decode_residual(x, self.model.config.residual_scale, *sr.shape[-2:])
+
+    def _without(self, works: list[TileWork], stopped: list[TileWork], tensors: tuple[torch.Tensor, ...], reason: str
+                 ) -> tuple[list[TileWork], list[torch.Tensor]]:
+        """Fail the ``stopped`` works with InferenceCancelled; the other works, and their rows of ``tensors``."""
+        for work in stopped:
+            work.result.set_exception(InferenceCancelled(reason))
+        keep = torch.tensor([w not in stopped for w in works], device=self.device)
+        rows = keep.repeat_interleave(torch.tensor([len(w) for w in works], device=self.device))
+        return [w for w in works if w not in stopped], [tensor[rows] for tensor in tensors]

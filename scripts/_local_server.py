@@ -29,7 +29,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_server(env: dict[str, str], log: Path | None = None, ready_timeout_s: float = 180) -> Iterator[tuple[str, int]]:
+def local_server(env: dict[str, str], log: Path | None = None, ready_timeout_s: float = 180
+                 ) -> Iterator[tuple[str, int]]:
     """``(url, pid)`` of a ready server with ``env`` on top of this process's environment; SIGTERM after."""
     port = free_port()
     full_env = {**os.environ, "DEVICE": os.environ.get("DEVICE", "cpu"), **env}

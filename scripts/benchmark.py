@@ -72,10 +72,10 @@ def realesrgan_peer() -> Callable[[np.ndarray], object] | None:
     return lambda image: model.process_pil(Image.fromarray(image))
 
 
-def round_robin_seconds(
+def round_robin_times(
     fns: dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float] = time.perf_counter
-) -> dict[str, float]:
-    """Median seconds of each function by ``clock``, timed in turn within every repeat."""
+) -> dict[str, list[float]]:
+    """Seconds (by ``clock``) of each function in every repeat, the functions timed in turn within a repeat."""
     for fn in fns.values():
         fn()  # warm-up
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -84,7 +84,14 @@ def round_robin_seconds(
             start = clock()
             fn()
             times[name].append(clock() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def round_robin_seconds(
+    fns: dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, float]:
+    """Median seconds (by ``clock``) of each function, timed in turn within every repeat."""
+    return {name: statistics.median(values) for name, values in round_robin_times(fns, repeats, clock).items()}
 
 
 def speed(pipeline: HNDSRPipeline, repeats: int, compare: dict[str, HNDSRPipeline] | None = None) -> dict[str, float]:

@@ -12,10 +12,11 @@ over seconds, slow readers, and requests abandoned mid-inference. One more clien
 address into the rate limit; the others move to a new loopback address before they come near it.
 
 Prints (and writes with --json) the statuses per kind of request, p50/p95/p99 of accepted (200) requests,
-the worker's resident memory (after warm-up, at the end, growth) and the server's ``hndsr_requests_total``
-for /infer and /upscale beside the client's own counts. Exits 1 when a check fails: a status the service
-is not designed to give that request (a 500 above all), a transport error, metrics that disagree with the
-client, or memory growth over --max-growth-mb.
+the worker's resident memory (every second; and at rest, with nothing in flight and the heap trimmed, once
+warm and at the end: the clients pause for it) and the server's ``hndsr_requests_total`` for the routes the
+clients use beside the client's own counts. Exits 1 when a check fails: a status the service is not
+designed to give that request (a 500 above all), a transport error, metrics that disagree with the client,
+or growth of the memory at rest over --max-growth-mb.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def png_bomb(width: int = 40_000, height: int = 40_000) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    data = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
 @dataclass
@@ -137,8 +139,9 @@ class Client:
     rate limit could see it (``limit // 2`` requests per address)."""
 
     def __init__(self, index: int, url: str, payloads: Payloads, rng: random.Random, rate_limit: int,
-                 outcomes: list[Outcome], only: set[str] | None = None) -> None:
+                 outcomes: list[Outcome], gate: asyncio.Event, only: set[str] | None = None) -> None:
         self.index = index
+        self.gate = gate  # cleared while the worker's memory is measured at rest
         self.url = url
         self.payloads = payloads
         self.rng = rng
@@ -167,6 +170,7 @@ class Client:
         actions = {k[0]: k[2] for k in self.kinds}
         try:
             while time.monotonic() < deadline:
+                await self.gate.wait()
                 if self.sent_from_address >= self.per_address:
                     await self.http.aclose()
                     self.address_number += 1
@@ -282,12 +286,13 @@ class Client:
         return outcome("abandoned", response, started)
 
 
-async def hammer(url: str, deadline: float, pause_s: float, outcomes: list[Outcome]) -> None:
+async def hammer(url: str, deadline: float, pause_s: float, outcomes: list[Outcome], gate: asyncio.Event) -> None:
     """Cheap POSTs from one address, paced, past the rate limit (then 429s). They go to /jobs without a
     form (415), where the queue depth does not shed them, so exactly the first ``rate_limit`` pass."""
     transport = httpx.AsyncHTTPTransport(local_address=HAMMER_ADDRESS)
     async with httpx.AsyncClient(base_url=url, timeout=60, transport=transport) as http:
         while time.monotonic() < deadline:
+            await gate.wait()
             outcomes.append(await timed("rate_limited", http.post("/jobs", json={"image": "!!"})))
             await asyncio.sleep(pause_s)
 
@@ -312,7 +317,7 @@ DESIGNED: dict[str, set[int]] = {
     "infer": {200, SHED, SLOW}, "upscale": {200, SHED, SLOW}, "geotiff": {200, SHED, SLOW},
     "diffusion": {200, SHED, SLOW}, "slow_upload": {200, SHED, SLOW}, "slow_reader": {200, SHED, SLOW},
     "abandoned": {200, SHED, SLOW}, "corrupt": {422, SHED}, "bomb": {413, SHED},
-    "oversized": {413, SHED}, "oversized_streamed": {413, SHED}, "rate_limited": {415, 429},
+    "oversized": {413, SHED}, "oversized_streamed": {413, SHED}, "rate_limited": {415, 429}, "at_rest": {200},
 }
 NORMAL_SPEED = ("infer", "upscale", "geotiff", "diffusion")  # accepted latency without deliberate slowness
 
@@ -389,23 +394,44 @@ def latency_ms(outcomes: list[Outcome]) -> dict[str, float | int | None]:
                                       else None for q in (50, 95, 99)}}
 
 
-async def drive(url: str, args: argparse.Namespace, payloads: Payloads) -> list[Outcome]:
+async def drive(url: str, args: argparse.Namespace, payloads: Payloads, worker: int
+                ) -> tuple[list[Outcome], list[float]]:
+    """The outcomes, and the worker's RSS (MB) at rest once warm and at the end."""
     outcomes: list[Outcome] = []
+    gate = asyncio.Event()
+    gate.set()
     deadline = time.monotonic() + args.duration
     only = set(args.kinds.split(",")) if args.kinds else None
-    clients = [Client(i, url, payloads, random.Random(args.seed * 1000 + i), args.rate_limit, outcomes, only)
+    clients = [Client(i, url, payloads, random.Random(args.seed * 1000 + i), args.rate_limit, outcomes, gate, only)
                for i in range(args.clients)]
     pause = args.duration / 2 / args.rate_limit  # the hammer passes the limit half-way through the run
-    hammers = [hammer(url, deadline, pause, outcomes)] if not only or "rate_limited" in only else []
-    await asyncio.gather(*(c.run(deadline) for c in clients), *hammers)
-    return outcomes
+    hammers = [hammer(url, deadline, pause, outcomes, gate)] if not only or "rate_limited" in only else []
+    at_rest: list[float] = []
+
+    async def measure_once_warm() -> None:
+        await asyncio.sleep(args.warmup)
+        gate.clear()
+        at_rest.append(await rest_rss_mb(url, worker, payloads, outcomes))
+        gate.set()
+
+    await asyncio.gather(*(c.run(deadline) for c in clients), *hammers, measure_once_warm())
+    at_rest.append(await rest_rss_mb(url, worker, payloads, outcomes))
+    return outcomes, at_rest
 
 
-def settle(url: str, timeout_s: float = 60) -> None:
-    """Wait until every admitted request is answered (abandoned inferences stop at their next tile)."""
-    deadline = time.monotonic() + timeout_s
-    while active_requests(url) > 0 and time.monotonic() < deadline:
-        time.sleep(0.5)
+async def rest_rss_mb(url: str, worker: int, payloads: Payloads, outcomes: list[Outcome]) -> float:
+    """The worker's resident memory with nothing in flight and its heap trimmed: what it keeps, not what the
+    work of the moment holds (that swings by a few hundred MB). One small request after a second's pause
+    trims the heap (inference.HeapTrimmer)."""
+    deadline = time.monotonic() + 120  # every request ends within REQUEST_TIMEOUT_S; abandoned ones at a tile
+    while await asyncio.to_thread(active_requests, url) > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.1)
+    body = {"image": base64.b64encode(payloads.images[(32, "PNG")]).decode(), "scale_factor": 2}
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        outcomes.append(await timed("at_rest", http.post("/infer", json=body)))
+    await asyncio.sleep(0.5)
+    return (rss_bytes(worker) or 0) / MB
 
 
 def soak(args: argparse.Namespace) -> dict:
@@ -421,16 +447,15 @@ def soak(args: argparse.Namespace) -> dict:
             before = requests_by_status(url)
             with MemoryProbe(worker) as memory:
                 started = time.monotonic()
-                outcomes = asyncio.run(drive(url, args, payloads))
+                outcomes, at_rest = asyncio.run(drive(url, args, payloads, worker))
                 elapsed = time.monotonic() - started
-                settle(url)
             served = requests_by_status(url) - before
             same_worker = worker_pid(server) == worker and not memory.lost
-    return report(args, outcomes, served, memory, elapsed, same_worker)
+    return report(args, outcomes, served, memory, at_rest, elapsed, same_worker)
 
 
 def report(args: argparse.Namespace, outcomes: list[Outcome], served: Counter, memory: MemoryProbe,
-           elapsed: float, same_worker: bool) -> dict:
+           at_rest: list[float], elapsed: float, same_worker: bool) -> dict:
     by_kind: dict[str, Counter] = defaultdict(Counter)
     for o in outcomes:
         by_kind[o.kind][str(o.status) if o.status is not None else ("abandoned" if o.abandoned else "no answer")] += 1
@@ -445,14 +470,14 @@ def report(args: argparse.Namespace, outcomes: list[Outcome], served: Counter, m
     if unexplained or sum(served.values()) - sum(answered.values()) != abandoned:
         problems.append(f"metrics disagree with the client: server {dict(served)}, client {dict(answered)} "
                         f"+ {abandoned} abandoned")
-    # Medians over a fifth of the run each, right after warm-up and at the end: RSS swings by ~100 MB
-    # with the work in flight, and a trend is what matters.
+    # Under load: medians over a fifth of the run each, after warm-up and at the end (reported). At rest:
+    # what the worker keeps (checked).
     window = max(10.0, 0.2 * args.duration)
     after_warmup = memory.window_mb(args.warmup, args.warmup + window)
-    at_end = memory.window_mb(elapsed - window, elapsed + 60)
-    growth = at_end - after_warmup
+    at_end = memory.window_mb(elapsed - window, elapsed)
+    growth = at_rest[1] - at_rest[0]
     if not growth < args.max_growth_mb:
-        problems.append(f"worker memory grew {growth:.1f} MB after warm-up (limit {args.max_growth_mb:g} MB)")
+        problems.append(f"worker memory at rest grew {growth:.1f} MB after warm-up (limit {args.max_growth_mb:g} MB)")
     if not same_worker:
         problems.append("the worker process was replaced during the run")
     accepted = [o for o in outcomes if o.status == 200]
@@ -466,9 +491,10 @@ def report(args: argparse.Namespace, outcomes: list[Outcome], served: Counter, m
         "latency_ms_accepted_by_kind": {k: latency_ms([o for o in accepted if o.kind == k])
                                         for k in sorted({o.kind for o in accepted})},
         "worker_rss_mb": {"start": round(memory.samples[0][1] / MB, 1) if memory.samples else None,
-                          "after_warmup": round(after_warmup, 1), "end": round(at_end, 1),
-                          "max": round(max(r for _, r in memory.samples) / MB, 1) if memory.samples else None,
-                          "growth_after_warmup": round(growth, 1)},
+                          "at_rest_after_warmup": round(at_rest[0], 1), "at_rest_end": round(at_rest[1], 1),
+                          "growth_at_rest": round(growth, 1),
+                          "under_load_after_warmup": round(after_warmup, 1), "under_load_end": round(at_end, 1),
+                          "max": round(max(r for _, r in memory.samples) / MB, 1) if memory.samples else None},
         "rss_samples": [(round(t, 1), round(r / MB, 1)) for t, r in memory.samples],
         "problems": problems[:50], "problem_count": len(problems),
     }
@@ -485,9 +511,10 @@ def print_report(result: dict) -> None:
     for kind, lat in result["latency_ms_accepted_by_kind"].items():
         print(f"  {kind:<20} n={lat['count']:<5} p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms")
     rss = result["worker_rss_mb"]
-    print(f"worker RSS MB: start {rss['start']}, after warm-up {rss['after_warmup']}, end {rss['end']}, "
-          f"max {rss['max']}; growth after warm-up {rss['growth_after_warmup']} MB")
-    print(f"server hndsr_requests_total (/infer, /upscale): {result['server_requests_total']}")
+    print(f"worker RSS MB: start {rss['start']}; at rest after warm-up {rss['at_rest_after_warmup']}, at the end "
+          f"{rss['at_rest_end']}: growth {rss['growth_at_rest']} MB; under load (medians) after warm-up "
+          f"{rss['under_load_after_warmup']}, at the end {rss['under_load_end']}; max {rss['max']}")
+    print(f"server hndsr_requests_total ({', '.join(ENDPOINTS)}): {result['server_requests_total']}")
     print(f"client answers: {result['client_answers']} + {result['abandoned']} abandoned")
     print(f"{result['problem_count']} problems" + "".join(f"\n  {p}" for p in result["problems"]))
 
@@ -499,8 +526,8 @@ def main() -> None:
     parser.add_argument("--queue-depth", type=int, default=20, help="the server's MAX_QUEUE_DEPTH")
     parser.add_argument("--rate-limit", type=int, default=100, help="the server's RATE_LIMIT_PER_HOUR")
     parser.add_argument("--max-payload-mb", type=float, default=20, help="the server's MAX_PAYLOAD_MB")
-    parser.add_argument("--warmup", type=float, default=None, help="seconds before memory must be flat "
-                        "(default: a quarter of the run)")
+    parser.add_argument("--warmup", type=float, default=None, help="seconds of warm-up, after which the "
+                        "worker's memory is first measured at rest (default: a quarter of the run)")
     parser.add_argument("--max-growth-mb", type=float, default=50, help="worker memory growth allowed after warm-up")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kinds", default=None, help="only these kinds of request, comma-separated "

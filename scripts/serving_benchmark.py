@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-from benchmark import median_seconds, mosaic, round_robin_seconds, test_image
+from benchmark import median_seconds, mosaic, round_robin_times, test_image
 from PIL import Image
 
 from hndsr_model.pipeline import HNDSRPipeline
@@ -56,9 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batching", action="store_true", help="the micro-batcher against none, in process")
     group.add_argument("--encoders", action="store_true", help="output encoders on a 1024x1024 output")
     group.add_argument("--omp", action="store_true", help="OMP_WAIT_POLICY under CPU contention")
-    group.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64])
+    group.add_argument("--clients", type=int, nargs="*", default=[1, 4, 16, 64], help="none: only the ratios")
     group.add_argument("--ratio-repeats", type=int, default=15, help="round-robin repeats of the HTTP/in-process ratios")
-    group.add_argument("--scene-size", type=int, help="LR side of the big scene (x2); default 8192 on cuda, 2048 on cpu")
+    group.add_argument("--scene-size", type=int,
+                       help="LR side of the big scene (x2); default 8192 on cuda, 1024 on cpu; 0: none")
     group.add_argument("--server-env", nargs="*", default=[], metavar="NAME=VALUE",
                        help="settings for the server, e.g. BATCH_WAIT_MS=5")
     group.add_argument("--omp-child", action="store_true", help=argparse.SUPPRESS)
@@ -126,15 +127,17 @@ def serving(args: argparse.Namespace) -> None:
         with running_server(env, Path(tmp) / "server.log") as server:
             print(f"server up ({' '.join(args.server_env) or 'default settings'}); {load_average()}", flush=True)
             ratio = http_ratios(pipeline, image, upload, server.url, args.ratio_repeats)
-            in_process = {threads: in_process_load(pipeline, image, threads, max(8, 2 * threads)) for threads in (1, 4)}
+            in_process = {threads: in_process_load(pipeline, image, threads, max(8, 2 * threads))
+                          for threads in (1, 4) if args.clients}
             for threads, stats in in_process.items():
                 print(stats.row(f"in-process upscale+PNG, {threads} thr"), flush=True)
             http = {endpoint: {clients: http_load(server.url, endpoint, upload, clients) for clients in args.clients}
                     for endpoint in ("upscale", "infer")}
-    size = args.scene_size or (8192 if pipeline.device.type == "cuda" else 2048)
-    scene = big_scene(pipeline, size)
-    print(f"big scene {size}x{size} x2 in process: {scene['seconds']:.2f} s, {scene['output_mpx_per_s']:.1f} output "
-          f"megapixels/s; {load_average()}")
+    size = (8192 if pipeline.device.type == "cuda" else 1024) if args.scene_size is None else args.scene_size
+    scene = big_scene(pipeline, size) if size else {}
+    if scene:
+        print(f"big scene {size}x{size} x2 in process: {scene['seconds']:.2f} s, {scene['output_mpx_per_s']:.2f} "
+              f"output megapixels/s; {load_average()}")
     print(json.dumps({"device": args.device, "model_only": model, "ratios": ratio,
                       "in_process": {k: asdict(v) for k, v in in_process.items()},
                       "http": {e: {c: asdict(v) for c, v in by.items()} for e, by in http.items()},
@@ -167,24 +170,27 @@ def post_upscale(client: httpx.Client, upload: bytes, fmt: str) -> bytes:
 
 def http_ratios(pipeline: HNDSRPipeline, image: np.ndarray, upload: bytes, url: str, repeats: int
                 ) -> dict[str, float]:
-    """Medians of in-process ``upscale`` (on the main thread, and on a worker thread as the server runs it) and of
-    HTTP ``/upscale`` (PNG, JPEG), timed in turn, and their ratios."""
+    """In-process ``upscale`` (on the main thread, and on a worker thread as the server runs it) and HTTP
+    ``/upscale`` (PNG, JPEG), timed in turn: medians, their ratios to the in-process median, and the median of
+    the ratios within a round (which a drifting load on a shared machine disturbs less)."""
     with httpx.Client(base_url=url, timeout=600) as client, ThreadPoolExecutor(1) as worker:
-        times = round_robin_seconds({
+        times = round_robin_times({
             "in_process_upscale": lambda: pipeline.upscale(image, SCALE),
             "in_process_upscale_worker": lambda: worker.submit(pipeline.upscale, image, SCALE).result(),
             "http_upscale_png": lambda: post_upscale(client, upload, "png"),
             "http_upscale_jpeg": lambda: post_upscale(client, upload, "jpeg"),
         }, repeats)
-    base, worker_base = times["in_process_upscale"], times["in_process_upscale_worker"]
-    print(f"256x256 x{SCALE}, medians of {repeats} round-robin ({load_average()}):")
-    for name, seconds in times.items():
-        print(f"  {name:26s} {seconds * 1000:8.1f} ms   {seconds / base:5.3f}x in-process   "
-              f"{seconds / worker_base:5.3f}x in-process on a worker thread", flush=True)
-    return {**{f"{name}_ms": seconds * 1000 for name, seconds in times.items()},
-            "png_ratio": times["http_upscale_png"] / base, "jpeg_ratio": times["http_upscale_jpeg"] / base,
-            "png_ratio_worker": times["http_upscale_png"] / worker_base,
-            "jpeg_ratio_worker": times["http_upscale_jpeg"] / worker_base}
+    base = times["in_process_upscale"]
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    print(f"256x256 x{SCALE}, {repeats} rounds round-robin ({load_average()}):   median   ratio of medians   "
+          "median ratio in a round   (to in-process upscale)")
+    figures: dict[str, float] = {}
+    for name, values in times.items():
+        ratio = medians[name] / medians["in_process_upscale"]
+        in_round = statistics.median(t / b for t, b in zip(values, base, strict=True))
+        figures.update({f"{name}_ms": medians[name] * 1000, f"{name}_ratio": ratio, f"{name}_round_ratio": in_round})
+        print(f"  {name:26s} {medians[name] * 1000:8.1f} ms   {ratio:6.3f}   {in_round:6.3f}", flush=True)
+    return figures
 
 
 def in_process_load(pipeline: HNDSRPipeline, image: np.ndarray, threads: int, requests: int) -> Load:

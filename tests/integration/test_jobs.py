@@ -114,6 +114,13 @@ def running(server: Server, job_id: str, timeout: float = 240.0) -> dict[str, An
                     timeout)
 
 
+def ended_any(server: Server, job_id: str, timeout: float = 120.0) -> None:
+    """Wait until the job has left queued/running, whatever it ended as."""
+    deadline = time.monotonic() + timeout
+    while status(server, job_id)["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def ended(server: Server, job_id: str, end: str, timeout: float = 120.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     body = status(server, job_id)

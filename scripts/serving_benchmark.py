@@ -161,10 +161,13 @@ def model_only(pipeline: HNDSRPipeline, repeats: int) -> dict[str, float]:
     return {"tile_ms": tile_s * 1000, "batch_tiles_per_s": pipeline.tile_batch / batch_s}
 
 
-def post_upscale(client: httpx.Client, upload: bytes, fmt: str) -> bytes:
+def post_upscale(client: httpx.Client, upload: bytes, fmt: str, overheads: list[float]) -> bytes:
+    """One ``/upscale``; appends to ``overheads`` the seconds it took beyond the server's own inference time."""
+    started = time.perf_counter()
     response = client.post("/upscale", files={"image": ("input.png", upload, "image/png")},
                            data={"scale_factor": str(SCALE), "output_format": fmt})
     response.raise_for_status()
+    overheads.append(time.perf_counter() - started - float(response.headers["x-hndsr-latency-ms"]) / 1000)
     return response.content
 
 
@@ -173,12 +176,13 @@ def http_ratios(pipeline: HNDSRPipeline, image: np.ndarray, upload: bytes, url: 
     """In-process ``upscale`` (on the main thread, and on a worker thread as the server runs it) and HTTP
     ``/upscale`` (PNG, JPEG), timed in turn: medians, their ratios to the in-process median, and the median of
     the ratios within a round (which a drifting load on a shared machine disturbs less)."""
+    overheads: dict[str, list[float]] = {"png": [], "jpeg": []}
     with httpx.Client(base_url=url, timeout=600) as client, ThreadPoolExecutor(1) as worker:
         times = round_robin_times({
             "in_process_upscale": lambda: pipeline.upscale(image, SCALE),
             "in_process_upscale_worker": lambda: worker.submit(pipeline.upscale, image, SCALE).result(),
-            "http_upscale_png": lambda: post_upscale(client, upload, "png"),
-            "http_upscale_jpeg": lambda: post_upscale(client, upload, "jpeg"),
+            "http_upscale_png": lambda: post_upscale(client, upload, "png", overheads["png"]),
+            "http_upscale_jpeg": lambda: post_upscale(client, upload, "jpeg", overheads["jpeg"]),
         }, repeats)
     base = times["in_process_upscale"]
     medians = {name: statistics.median(values) for name, values in times.items()}
@@ -190,6 +194,10 @@ def http_ratios(pipeline: HNDSRPipeline, image: np.ndarray, upload: bytes, url: 
         in_round = statistics.median(t / b for t, b in zip(values, base, strict=True))
         figures.update({f"{name}_ms": medians[name] * 1000, f"{name}_ratio": ratio, f"{name}_round_ratio": in_round})
         print(f"  {name:26s} {medians[name] * 1000:8.1f} ms   {ratio:6.3f}   {in_round:6.3f}", flush=True)
+    for fmt, seconds in overheads.items():
+        figures[f"http_{fmt}_overhead_ms"] = statistics.median(seconds) * 1000
+        print(f"  HTTP {fmt} beyond the server's inference time (decode, encode, HTTP): median "
+              f"{figures[f'http_{fmt}_overhead_ms']:.1f} ms")
     return figures
 
 

@@ -109,9 +109,17 @@ def trickle(server: Server, request_head: bytes, body: bytes) -> tuple[bytes, fl
                 break
         answer, deadline = b"", time.monotonic() + 5
         elapsed = time.monotonic() - started
-        while time.monotonic() < deadline and (chunk := conn.recv(65536)):
+        closed = False
+        while time.monotonic() < deadline and not closed:
+            try:
+                chunk = conn.recv(65536)
+            except ConnectionResetError:
+                # The server closed while body bytes it will never read were in flight: the kernel answers
+                # those with a reset. The answer before it was already received.
+                chunk = b""
             answer += chunk
-        return answer, elapsed, not chunk
+            closed = not chunk
+        return answer, elapsed, closed
 
 
 def parse(answer: bytes) -> tuple[int, dict[str, str], dict]:

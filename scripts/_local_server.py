@@ -1,6 +1,7 @@
 """A real `bentoml serve service:HNDSR` on a free loopback port, and the memory of its processes (Linux /proc).
 
-Shared by the scripts that measure a running server (bench_scene_job.py, load_soak.py). The model comes from
+Shared by the scripts that measure a running server (bench_scene_job.py, load_soak.py); `free_port` and
+`wait_for_port` also by replicas.py and the tests. The model comes from
 the BentoML store: run `scripts/serve` or `python -m hndsr_service.model_store` once first.
 """
 
@@ -26,6 +27,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout_s: float = 10) -> None:
+    """Return once something accepts TCP connections on the loopback ``port`` (or after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _local_server import free_port, wait_for_port
+
 from hndsr_service.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,12 +48,6 @@ UNAVAILABLE = (
 
 def log(message: str) -> None:
     print(f"[replicas] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def need(program: str) -> str:
@@ -149,13 +145,7 @@ class Replicas:
             [need("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
              "--dir", str(self.work)],
             stdout=(self.work / "redis.log").open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(port)
         log(f"redis-server pid {self.redis.pid} on 127.0.0.1:{port}")
         return f"redis://127.0.0.1:{port}/0"
 

@@ -6,15 +6,15 @@ import contextlib
 import io
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from scripts._local_server import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -37,12 +37,6 @@ def encode(image: np.ndarray, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def docker(*args: str, check: bool = True, timeout: float = 600) -> str:
     result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
                             env={**os.environ, "DOCKER_BUILDKIT": "0"})
@@ -61,13 +55,7 @@ def redis_server(folder: Path) -> Iterator[str]:
     process = subprocess.Popen([server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly",
                                 "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_for_port(port)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         process.terminate()

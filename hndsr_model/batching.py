@@ -35,24 +35,27 @@ class InferenceCancelled(Exception):
 class TileWork:
     """Same-sized LR tiles of one request that go through the network together, possibly in one batch
     with other requests' work of the same :attr:`key`; :attr:`result` gets the ``(n, 3, s*h, s*w)`` HR
-    tiles, or :class:`InferenceCancelled`."""
+    tiles (``(n, 4, ...)`` with the uncertainty map), or :class:`InferenceCancelled`."""
 
     lr: torch.Tensor  # (n, 3, h, w) on the model's device
     scale: int
     steps: int
-    noise: torch.Tensor | None  # (n, 48, ceil(s*h/4), ceil(s*w/4)): the sampler's start, seeded per tile
+    # (n * samples, 48, ceil(s*h/4), ceil(s*w/4)), tile-major: the sampler's starts, seeded per tile and sample
+    noise: torch.Tensor | None
     cancelled: CancelCheck
     first_tile: int  # for messages: tiles first_tile + 1 .. first_tile + n of total
     total: int
+    uncertainty: bool = False  # the result carries the uncertainty map as a 4th channel
+    samples: int = 1  # diffusion samples per tile (more than one only for the uncertainty map)
     result: Future[torch.Tensor] = field(default_factory=Future)
 
     def __len__(self) -> int:
         return self.lr.shape[0]
 
     @property
-    def key(self) -> tuple[int, ...]:
+    def key(self) -> tuple[int | bool, ...]:
         """Works with equal keys can share a batch."""
-        return (*self.lr.shape[1:], self.scale, self.steps)
+        return (*self.lr.shape[1:], self.scale, self.steps, self.uncertainty, self.samples)
 
 
 class MicroBatcher:

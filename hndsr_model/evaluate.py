@@ -10,6 +10,12 @@ realistic pipeline instead (seeded per image and scale, so every method sees the
 each output's radiometry is matched to the Sentinel-2 reference per channel by least squares (gain
 and offset, as a sensor calibration would), rounded to uint8, then Y-PSNR/SSIM with a 3-pixel border.
 ``--register 4`` first co-registers each pair (the two satellites' grids are offset by whole pixels).
+
+``--uncertainty`` scores the uncertainty map instead (per scale and ``--ddim-steps``): Spearman's rho
+between sigma and the output's absolute luma error, per image and pooled, beside the same for the
+output's own gradient magnitude (the trivial baseline); the share of pixels whose error lies within
+2 sigma; and the mean error of the 10 % most uncertain pixels over that of the 10 % least.
+``--time-tile N`` adds each method's median time for one 256x256 x4 tile (N repeats, this machine).
 """
 
 from __future__ import annotations
@@ -24,9 +30,13 @@ import torch
 
 from . import degradation
 from .data import bicubic_upscale, list_images, load_rgb, make_pair
-from .pipeline import HNDSRPipeline
-from .quality import gradient_energy_ratio, y_psnr, y_ssim
+from .pipeline import DEFAULT_UNCERTAINTY_SAMPLES, HNDSRPipeline
+from .quality import gmsd, gradient_energy_ratio, spearman, y_psnr, y_ssim
+from .timing import median_seconds
+from .uncertainty import LUMA
 from .weights import DEFAULT_WEIGHTS
+
+POOLED_STRIDE = 7  # every 7th pixel of every image goes into the pooled Spearman
 
 
 def score(output: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
@@ -34,7 +44,73 @@ def score(output: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
         "psnr": y_psnr(output, hr, scale),
         "ssim": y_ssim(output, hr, scale),
         "grad_ratio": gradient_energy_ratio(output, hr, scale),
+        "gmsd": gmsd(output, hr, scale),
     }
+
+
+def luma01(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma of a uint8 RGB image in [0, 1] units, the uncertainty map's unit."""
+    return rgb.astype(np.float64) @ np.array(LUMA) / 255
+
+
+def uncertainty_scores(output: np.ndarray, sigma: np.ndarray, hr: np.ndarray, border: int
+                       ) -> tuple[dict[str, float], np.ndarray]:
+    """One image's scores of the map (see the module's docstring) and its pooled sample ``(3, n)``:
+    sigma, gradient magnitude, absolute error."""
+    crop = (slice(border, -border), slice(border, -border))
+    y = luma01(output)
+    error = np.abs(y - luma01(hr))[crop]
+    gradient = np.hypot(*np.gradient(y))[crop]
+    sigma = sigma[crop].astype(np.float64)
+    order = sigma.ravel().argsort()
+    tenth = max(1, order.size // 10)
+    flat = error.ravel()
+    scores = {"spearman": spearman(sigma, error), "spearman_gradient": spearman(gradient, error),
+              "coverage_2sigma": float(np.mean(error <= 2 * sigma)),
+              "top_bottom_error_ratio": float(flat[order[-tenth:]].mean() / max(flat[order[:tenth]].mean(), 1e-12)),
+              "mean_sigma": float(sigma.mean()), "rms_error": float(np.sqrt(np.mean(error**2)))}
+    pooled = np.stack([sigma.ravel(), gradient.ravel(), flat])[:, ::POOLED_STRIDE]
+    return scores, pooled
+
+
+def evaluate_uncertainty(pipeline: HNDSRPipeline, images: list[Path], scales: list[int], ddim_steps: list[int],
+                         seed: int, samples: int) -> dict[str, dict[str, dict[str, float]]]:
+    """``{scale: {ddim<steps>: scores}}``: per-image scores averaged, Spearman also pooled over all images."""
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for scale in scales:
+        results[str(scale)] = {}
+        for steps in ddim_steps:
+            rows, pooled = [], []
+            for path in images:
+                hr, lr = make_pair(load_rgb(path), scale)
+                out = pipeline.upscale(lr, scale, ddim_steps=steps, seed=seed, uncertainty=True,
+                                       uncertainty_samples=samples)
+                assert out.uncertainty is not None
+                row, sample = uncertainty_scores(out.image, out.uncertainty, hr, scale)
+                rows.append(row)
+                pooled.append(sample)
+            everything = np.concatenate(pooled, axis=1)
+            results[str(scale)][f"ddim{steps}"] = {
+                **mean_scores(rows), "spearman_pooled": round(spearman(everything[0], everything[2]), 4),
+                "spearman_gradient_pooled": round(spearman(everything[1], everything[2]), 4)}
+            print(f"x{scale} ddim {steps}: {results[str(scale)][f'ddim{steps}']}", file=sys.stderr, flush=True)
+    return results
+
+
+def tile_seconds(pipelines: dict[str, HNDSRPipeline], ddim_steps: list[int], repeats: int, seed: int,
+                 image: np.ndarray) -> dict[str, float]:
+    """Median seconds of one 256x256 x4 tile per method (and of its uncertainty map, where there is a head)."""
+    tile = np.ascontiguousarray(image[:256, :256])  # as an LR input: 1024x1024 out
+    times = {}
+    for name, pipeline in pipelines.items():
+        for steps in ddim_steps:
+            times[method_name(name, steps)] = median_seconds(
+                lambda p=pipeline, k=steps: p.upscale(tile, 4, ddim_steps=k, seed=seed), repeats)
+            if pipeline.has_uncertainty:
+                times[method_name(name, steps) + "+uncertainty"] = median_seconds(
+                    lambda p=pipeline, k=steps: p.upscale(tile, 4, ddim_steps=k, seed=seed, uncertainty=True),
+                    repeats)
+    return {name: round(seconds, 3) for name, seconds in times.items()}
 
 
 def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -124,13 +200,13 @@ def method_name(name: str, steps: int) -> str:
 
 
 def markdown_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    lines = ["| scale | method | Y-PSNR (dB) | SSIM | grad. energy / HR | vs bicubic (dB) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| scale | method | Y-PSNR (dB) | SSIM | grad. energy / HR | GMSD | vs bicubic (dB) |",
+             "|---|---|---|---|---|---|---|"]
     for scale, methods in results.items():
         base = methods["bicubic"]["psnr"]
         for method, m in methods.items():
             lines.append(f"| x{scale} | {method} | {m['psnr']:.2f} | {m['ssim']:.4f} | "
-                         f"{m['grad_ratio']:.3f} | {m['psnr'] - base:+.2f} |")
+                         f"{m['grad_ratio']:.3f} | {m['gmsd']:.4f} | {m['psnr'] - base:+.2f} |")
     return "\n".join(lines)
 
 
@@ -148,10 +224,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
     p.add_argument("--every", type=int, default=1, help="evaluate every Nth image (a quick subset of all classes)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--uncertainty", action="store_true", help="score the uncertainty map (first --weights only)")
+    p.add_argument("--uncertainty-samples", type=int, default=DEFAULT_UNCERTAINTY_SAMPLES,
+                   help="diffusion samples behind the map when --ddim-steps > 0")
+    p.add_argument("--time-tile", type=int, default=0, metavar="N",
+                   help="also time one 256x256 x4 tile per method, median of N")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     if (args.data is None) == (args.real_pairs is None):
         p.error("give exactly one of --data and --real-pairs")
+    # Full float32 on a GPU too (cuDNN's default is TF32), so that its tables match the CPU's.
+    torch.backends.cudnn.allow_tf32 = False
     loaded = [HNDSRPipeline.from_pretrained(w, device=args.device) for w in args.weights]
     names = ["hndsr"] if len(loaded) == 1 else [f"hndsr-{p.version}" for p in loaded]
     if len(set(names)) < len(names):
@@ -167,15 +250,25 @@ def main(argv: list[str] | None = None) -> None:
                   "results": evaluate_real_pairs(pipelines, args.real_pairs, register=args.register)}
     else:
         images = list_images(args.data)[:: args.every][: args.limit or None]
-        results = evaluate(pipelines, images, args.scales, args.ddim_steps, args.seed, args.degradation)
+        if args.uncertainty:
+            results = evaluate_uncertainty(loaded[0], images, args.scales, args.ddim_steps, args.seed,
+                                           args.uncertainty_samples)
+        else:
+            results = evaluate(pipelines, images, args.scales, args.ddim_steps, args.seed, args.degradation)
         report = {"images": len(images), "data": str(args.data), "degradation": args.degradation,
                   "weights": weights, "results": results}
+        if args.uncertainty:
+            report["uncertainty_samples"] = args.uncertainty_samples
+        if args.time_tile:
+            report["tile_seconds"] = tile_seconds(pipelines, args.ddim_steps, args.time_tile, args.seed,
+                                                  load_rgb(images[0]))
+            report["tile_seconds_device"] = str(loaded[0].device)
         if len(loaded) == 1:
             report["weights_sha256"] = loaded[0].model.sha256
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
-    if not args.real_pairs:
+    if not (args.real_pairs or args.uncertainty):
         print(markdown_table(report["results"]))
 
 

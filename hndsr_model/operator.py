@@ -139,11 +139,18 @@ class NeuralOperatorSR(nn.Module):
         self.decoder = ScaleAwareDecoder(channels)
 
     def forward(self, lr: torch.Tensor, scale: int) -> torch.Tensor:
+        return self.decode(lr, self.forward_features(lr, scale), scale)
+
+    def forward_features(self, lr: torch.Tensor, scale: int) -> torch.Tensor:
+        """The LR feature map the decoder reads, ``(B, C, h, w)`` (the uncertainty head reads it too)."""
         cond = self.cond(scale_embedding(scale, lr.shape[0], lr.device))
         x = self.head(lr * 2 - 1)
         skip = x
         for block in self.body:
             x = block(x, cond)
-        features = self.tail(x) + skip
+        return self.tail(x) + skip
+
+    def decode(self, lr: torch.Tensor, features: torch.Tensor, scale: int) -> torch.Tensor:
+        """``bicubic(lr) + decoder(features)``: the HR output, ``(B, 3, s*h, s*w)``."""
         base = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
         return base + self.decoder(features, scale)

@@ -93,7 +93,7 @@ class NeuralOperatorSRv2(NeuralOperatorSR):
             LocalFeatureBlock(channels, cond_dim, local_convs, esa_channels) for _ in range(local_blocks)
         )
 
-    def forward(self, lr: torch.Tensor, scale: int) -> torch.Tensor:
+    def forward_features(self, lr: torch.Tensor, scale: int) -> torch.Tensor:
         cond = self.cond(scale_embedding(scale, lr.shape[0], lr.device))
         x = self.head(lr * 2 - 1)
         skip = x
@@ -102,8 +102,7 @@ class NeuralOperatorSRv2(NeuralOperatorSR):
         features = self.tail(x) + skip
         for block in self.refine:
             features = block(features, cond)
-        base = F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
-        return base + self.decoder(features, scale)
+        return features
 
     def trunk_parameters(self) -> list[nn.Parameter]:
         """The v1 trunk's parameters (head, scale conditioning, operator blocks, tail), not the decoder."""

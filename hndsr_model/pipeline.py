@@ -21,6 +21,7 @@ import torch
 from .batching import CancelCheck, InferenceCancelled, MicroBatcher, TileWork
 from .diffusion import UNSHUFFLE, decode_residual, encode_condition
 from .sampler import DDIMSampler
+from .uncertainty import combine, luma
 from .weights import DEFAULT_WEIGHTS, LoadedModel, load_weights
 
 Progress = Callable[[int, int], None]
@@ -32,6 +33,15 @@ RowReader = Callable[[int, int], torch.Tensor]
 # pays (docs/throughput.md).
 DEFAULT_TILE_BATCH = {"cpu": 4, "cuda": 16}
 DEFAULT_BATCH_WAIT_MS = {"cpu": 0.0, "cuda": 2.0}
+# Seeded diffusion samples per tile behind an uncertainty map with ddim_steps > 0 (the first is the output).
+UNCERTAINTY_SAMPLES = range(2, 17)
+DEFAULT_UNCERTAINTY_SAMPLES = 8
+# Seed offset between a tile's diffusion samples (2**64 / golden ratio: far from every other tile's seed).
+SAMPLE_SEED_STRIDE = 0x9E3779B97F4A7C15
+
+
+class UncertaintyUnavailable(ValueError):
+    """An uncertainty map was asked of weights that carry no uncertainty head."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,7 @@ class UpscaleResult:
     image: np.ndarray  # (s*H, s*W, 3) uint8
     tiles: int
     seed: int | None
+    uncertainty: np.ndarray | None = None  # (s*H, s*W) float32: sigma of the output's luma, in [0, 1] units
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -109,6 +120,10 @@ class HNDSRPipeline:
     def version(self) -> str:
         return self.model.version
 
+    @property
+    def has_uncertainty(self) -> bool:
+        return self.model.uncertainty is not None
+
     def count_tiles(self, height: int, width: int) -> int:
         rows = tile_starts(height, self.tile_size, self.tile_overlap)
         cols = tile_starts(width, self.tile_size, self.tile_overlap)
@@ -122,8 +137,14 @@ class HNDSRPipeline:
         seed: int | None = None,
         should_cancel: CancelCheck | None = None,
         progress: Progress | None = None,
+        uncertainty: bool = False,
+        uncertainty_samples: int = DEFAULT_UNCERTAINTY_SAMPLES,
     ) -> UpscaleResult:
-        """Super-resolve an ``(H, W, 3) uint8`` RGB image by the integer ``scale`` (2-8)."""
+        """Super-resolve an ``(H, W, 3) uint8`` RGB image by the integer ``scale`` (2-8).
+
+        ``uncertainty`` adds the map of :mod:`.uncertainty` (with ``ddim_steps > 0`` from the head and
+        ``uncertainty_samples`` seeded samples, the first of which is the output); the output is the same
+        bytes either way."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError("image must be an (H, W, 3) uint8 array")
         height, width = image.shape[:2]
@@ -132,12 +153,16 @@ class HNDSRPipeline:
         # uint8 crosses to the device (a quarter of the float bytes), which makes the floats there.
         lr = torch.from_numpy(np.array(image)).to(self.device).permute(2, 0, 1).float().div_(255)
         out = np.empty((height * scale, width * scale, 3), np.uint8)
-        host = torch.from_numpy(out)
+        sigma = np.empty((height * scale, width * scale), np.float32) if uncertainty else None
         bands = self._stream(lambda y0, y1: lr[:, y0:y1], height, width, scale, ddim_steps, seed, should_cancel,
-                             progress, finish=lambda band: to_uint8(band).permute(1, 2, 0))
+                             progress, finish=lambda band: band, uncertainty_samples=uncertainty_samples
+                             if uncertainty else 0)
         for y, band in bands:
-            host[y : y + band.shape[0]].copy_(band)  # the band's one copy to the host
-        return UpscaleResult(out, self.count_tiles(height, width), seed)
+            rows = slice(y, y + band.shape[1])
+            out[rows] = to_uint8(band[:3]).permute(1, 2, 0).cpu().numpy()  # the band's one copy to the host
+            if sigma is not None:
+                sigma[rows] = band[3].cpu().numpy()
+        return UpscaleResult(out, self.count_tiles(height, width), seed, sigma)
 
     def upscale_rows(
         self,
@@ -149,6 +174,7 @@ class HNDSRPipeline:
         seed: int | None = None,
         should_cancel: CancelCheck | None = None,
         progress: Progress | None = None,
+        uncertainty_samples: int = 0,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Stream the super-resolution of an ``height x width`` image, one band of rows at a time.
 
@@ -157,9 +183,10 @@ class HNDSRPipeline:
         from disk by windows. Yields ``(hr_row, band)``: ``band`` is ``(3, rows, width * scale)``
         float on the host, unclamped, and starts at output row ``hr_row``; bands cover the output top
         to bottom. Only one tile-row band is held, so memory does not grow with the height.
+        ``uncertainty_samples > 0`` adds the uncertainty map as a 4th channel (see :meth:`upscale`).
         """
         return self._stream(read_rows, height, width, scale, ddim_steps, seed, should_cancel, progress,
-                            finish=lambda band: band.cpu())
+                            finish=lambda band: band.cpu(), uncertainty_samples=uncertainty_samples)
 
     @torch.inference_mode()
     def _stream(
@@ -173,40 +200,51 @@ class HNDSRPipeline:
         should_cancel: CancelCheck | None,
         progress: Progress | None,
         finish: Callable[[torch.Tensor], torch.Tensor],
+        uncertainty_samples: int = 0,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """:meth:`upscale_rows` on the device; ``finish`` turns each finished float band into what is yielded."""
         if not 2 <= scale <= 8:
             raise ValueError(f"scale must be an integer in 2..8, got {scale}")
+        uncertainty = uncertainty_samples > 0
+        if uncertainty and not self.has_uncertainty:
+            raise UncertaintyUnavailable(f"the weights of model {self.version} carry no uncertainty head")
+        if uncertainty and ddim_steps and uncertainty_samples not in UNCERTAINTY_SAMPLES:
+            raise ValueError(f"uncertainty_samples must be in {UNCERTAINTY_SAMPLES.start}.."
+                             f"{UNCERTAINTY_SAMPLES.stop - 1}, got {uncertainty_samples}")
+        samples = uncertainty_samples if uncertainty and ddim_steps else 1
+        channels = 4 if uncertainty else 3
         cancelled = should_cancel or (lambda: False)
         th, tw = min(self.tile_size, height), min(self.tile_size, width)
         rows = tile_starts(height, self.tile_size, self.tile_overlap)
         cols = tile_starts(width, self.tile_size, self.tile_overlap)
         total = len(rows) * len(cols)
         weight = self._blend_weights(th, tw, height, width, scale)
-        # RGB sums + weight of the rows the next band continues
-        carry = torch.zeros(4, 0, width * scale, device=self.device)
+        # channel sums (RGB, and sigma with the map) + weight of the rows the next band continues
+        carry = torch.zeros(channels + 1, 0, width * scale, device=self.device)
         index = 0
         for r, y in enumerate(rows):
             lr = read_rows(y, y + th).to(self.device)
-            band = torch.zeros(4, th * scale, width * scale, device=self.device)
+            band = torch.zeros(channels + 1, th * scale, width * scale, device=self.device)
             band[:, : carry.shape[1]] = carry
             for start in range(0, len(cols), self.tile_batch):
                 xs = cols[start : start + self.tile_batch]
                 if cancelled():
                     raise InferenceCancelled(f"cancelled before tile {index + 1}/{total}")
                 tiles = torch.stack([lr[:, :, x : x + tw] for x in xs])
-                noise = self._start_noise(len(xs), th * scale, tw * scale, seed, index) if ddim_steps else None
-                sr = self._super_resolve(TileWork(tiles, scale, ddim_steps, noise, cancelled, index, total))
+                noise = (self._start_noise(len(xs), th * scale, tw * scale, seed, index, samples)
+                         if ddim_steps else None)
+                sr = self._super_resolve(TileWork(tiles, scale, ddim_steps, noise, cancelled, index, total,
+                                                  uncertainty, samples))
                 for x, tile in zip(xs, sr, strict=True):
                     w = weight(y, x)
-                    band[:3, :, x * scale : (x + tw) * scale].addcmul_(tile, w)
-                    band[3:, :, x * scale : (x + tw) * scale] += w
+                    band[:channels, :, x * scale : (x + tw) * scale].addcmul_(tile, w)
+                    band[channels:, :, x * scale : (x + tw) * scale] += w
                 index += len(xs)
                 if progress:
                     progress(index, total)
             done = ((rows[r + 1] if r + 1 < len(rows) else y + th) - y) * scale
             carry = band[:, done:].clone()  # a copy, so the band is freed once the caller lets go of its rows
-            finished = finish(band[:3, :done].div_(band[3:, :done]))
+            finished = finish(band[:channels, :done].div_(band[channels:, :done]))
             del band
             yield y * scale, finished
 
@@ -227,16 +265,19 @@ class HNDSRPipeline:
 
         return weight
 
-    def _start_noise(self, n: int, height: int, width: int, seed: int | None, first_tile: int) -> torch.Tensor:
-        """The sampler's starting noise for ``n`` HR tiles of ``height x width``, ``(n, 48, h/4, w/4)``.
+    def _start_noise(self, n: int, height: int, width: int, seed: int | None, first_tile: int, samples: int = 1
+                     ) -> torch.Tensor:
+        """The sampler's starting noise for ``n`` HR tiles of ``height x width`` and ``samples`` samples of each,
+        ``(n * samples, 48, h/4, w/4)``, tile-major.
 
-        One generator per tile, seeded from (seed, tile index) by plain arithmetic (not hash(), which
-        Python may change), keeps the bytes reproducible and independent of the order tiles run in and of
-        the batch they run in.
+        One generator per tile and sample, seeded from (seed, tile index, sample) by plain arithmetic (not
+        hash(), which Python may change), keeps the bytes reproducible and independent of the order tiles
+        run in and of the batch they run in. Sample 0 is the output, the same with or without more samples.
         """
         shape = (3 * UNSHUFFLE**2, -(-height // UNSHUFFLE), -(-width // UNSHUFFLE))
-        noise = [torch.randn(shape, generator=torch.Generator().manual_seed(((seed or 0) * 1_000_003 + i) % 2**63))
-                 for i in range(first_tile, first_tile + n)]
+        noise = [torch.randn(shape, generator=torch.Generator().manual_seed(
+                     ((seed or 0) * 1_000_003 + i + k * SAMPLE_SEED_STRIDE) % 2**63))
+                 for i in range(first_tile, first_tile + n) for k in range(samples)]
         return (torch.stack(noise) * self.model.config.noise_temperature).to(self.device)
 
     def _super_resolve(self, work: TileWork) -> torch.Tensor:
@@ -250,18 +291,30 @@ class HNDSRPipeline:
     def _run_batch(self, works: list[TileWork]) -> None:
         """Super-resolve the tiles of ``works`` (all of one key) as one batch, each work's result set in its
         future. A work whose request is cancelled during sampling leaves the batch at the next step."""
-        scale, steps = works[0].scale, works[0].steps
-        sr = self.model.operator(torch.cat([w.lr for w in works]), scale)
+        scale, steps, samples = works[0].scale, works[0].steps, works[0].samples
+        lr = torch.cat([w.lr for w in works])
+        features = self.model.operator.forward_features(lr, scale)
+        sr = self.model.operator.decode(lr, features, scale)
+        sigma = self._head_sigma(features, sr, scale) if works[0].uncertainty else None
         if steps:
-            works, sr = self._add_residuals(works, sr, scale, steps)
-        for work, tiles in zip(works, sr.split([len(w) for w in works]), strict=True):
+            works, sr, sigma = self._add_residuals(works, sr, sigma, scale, steps, samples)
+        out = sr if sigma is None else torch.cat([sr, sigma], dim=1)
+        for work, tiles in zip(works, out.split([len(w) for w in works]), strict=True):
             work.result.set_result(tiles)
 
-    def _add_residuals(self, works: list[TileWork], sr: torch.Tensor, scale: int, steps: int
-                       ) -> tuple[list[TileWork], torch.Tensor]:
-        """DDIM-sample the texture residual of every tile ``(B, 3, H, W)`` and add it; returns the works that
-        were not cancelled meanwhile and their tiles."""
-        cond = encode_condition(sr)
+    def _head_sigma(self, features: torch.Tensor, sr: torch.Tensor, scale: int) -> torch.Tensor:
+        """The uncertainty head's calibrated sigma of the operator output's luma, ``(B, 1, H, W)``."""
+        head = self.model.uncertainty
+        assert head is not None  # _stream refuses the map without a head
+        return head(features, sr.clamp(0, 1), scale).exp_().mul_(self.model.config.calibration(scale))
+
+    def _add_residuals(self, works: list[TileWork], sr: torch.Tensor, sigma: torch.Tensor | None, scale: int,
+                       steps: int, samples: int) -> tuple[list[TileWork], torch.Tensor, torch.Tensor | None]:
+        """DDIM-sample the texture residual of every tile ``(B, 3, H, W)`` ``samples`` times and add the first;
+        returns the works that were not cancelled meanwhile, their tiles and, with ``sigma``, their map (the
+        head's sigma and the samples' spread of luma, combined)."""
+        sr = sr.repeat_interleave(samples, dim=0)
+        tensors = [encode_condition(sr), sr] + ([sigma.repeat_interleave(samples, dim=0)] if sigma is not None else [])
         x = torch.cat([w.noise for w in works if w.noise is not None])
         sampler = DDIMSampler(steps)
         times = sampler.timesteps()
@@ -269,18 +322,24 @@ class HNDSRPipeline:
             stopped = [w for w in works if w.cancelled()]
             if stopped:
                 reason = f"cancelled at diffusion step {step + 1}/{steps}"
-                works, (x, cond, sr) = self._without(works, stopped, (x, cond, sr), reason)
+                works, (x, *tensors) = self._without(works, stopped, (x, *tensors), reason, samples)
                 if not works:
                     break
-            v = self.model.denoiser(x, cond, torch.full((x.shape[0],), t, device=self.device), scale)
+            v = self.model.denoiser(x, tensors[0], torch.full((x.shape[0],), t, device=self.device), scale)
             x = sampler.step(v, t, t_next, x)
-        return works, sr + decode_residual(x, self.model.config.residual_scale, *sr.shape[-2:])
+        sr = tensors[1]
+        drawn = (sr + decode_residual(x, self.model.config.residual_scale, *sr.shape[-2:])).unflatten(0, (-1, samples))
+        if sigma is not None:
+            sigma = combine(tensors[2][::samples], luma(drawn.flatten(0, 1).clamp(0, 1)).unflatten(0, (-1, samples))
+                            .squeeze(2))
+        return works, drawn[:, 0], sigma
 
-    def _without(self, works: list[TileWork], stopped: list[TileWork], tensors: tuple[torch.Tensor, ...], reason: str
-                 ) -> tuple[list[TileWork], list[torch.Tensor]]:
-        """Fail the ``stopped`` works with InferenceCancelled; the other works, and their rows of ``tensors``."""
+    def _without(self, works: list[TileWork], stopped: list[TileWork], tensors: tuple[torch.Tensor, ...], reason: str,
+                 samples: int = 1) -> tuple[list[TileWork], list[torch.Tensor]]:
+        """Fail the ``stopped`` works with InferenceCancelled; the other works, and their rows of ``tensors``
+        (``samples`` rows per tile)."""
         for work in stopped:
             work.result.set_exception(InferenceCancelled(reason))
         keep = torch.tensor([w not in stopped for w in works], device=self.device)
-        rows = keep.repeat_interleave(torch.tensor([len(w) for w in works], device=self.device))
+        rows = keep.repeat_interleave(torch.tensor([len(w) * samples for w in works], device=self.device))
         return [w for w in works if w not in stopped], [tensor[rows] for tensor in tensors]

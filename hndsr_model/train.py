@@ -31,6 +31,7 @@ from .diffusion import UNSHUFFLE, encode_condition, encode_residual
 from .operator_v2 import NeuralOperatorSRv2
 from .pipeline import resolve_device
 from .sampler import T_MAX, add_noise
+from .uncertainty import UncertaintyHead, calibration_factor, gaussian_nll, luma
 from .weights import (
     DEFAULT_WEIGHTS,
     OPERATORS,
@@ -101,9 +102,11 @@ class PatchSampler:
         crops = torch.where(flips[:, 1, None, None, None], crops.flip(-1), crops)
         return torch.where(flips[:, 2, None, None, None], crops.flip(-2), crops)
 
-    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """``(lr (B, 3, p, p), hr (B, 3, s*p, s*p), s)`` in [0, 1]."""
-        scale = self.rng.choices(list(SCALE_WEIGHTS), weights=list(SCALE_WEIGHTS.values()))[0]
+    def batch(self, size: int, scale: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``(lr (B, 3, p, p), hr (B, 3, s*p, s*p), s)`` in [0, 1]; ``scale`` drawn by :data:`SCALE_WEIGHTS`
+        unless given."""
+        if scale is None:
+            scale = self.rng.choices(list(SCALE_WEIGHTS), weights=list(SCALE_WEIGHTS.values()))[0]
         hr = self.crops(size, self.lr_patch(scale) * scale).float()
         lr = degradation.bicubic(hr, scale)
         if self.realistic > 0:
@@ -252,6 +255,35 @@ def make_denoiser_loss(operator: nn.Module, residual_scale: float):
     return loss
 
 
+def make_uncertainty_loss(operator: nn.Module):
+    """Gaussian NLL of the frozen operator's luma error under the head's sigma."""
+
+    def loss(head: nn.Module, lr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
+        with torch.no_grad():
+            features = operator.forward_features(lr, scale)
+            sr = operator.decode(lr, features, scale).clamp(0, 1)
+        return gaussian_nll(head(features, sr, scale), luma(hr) - luma(sr))
+
+    return loss
+
+
+@torch.no_grad()
+def calibrate_uncertainty(operator: nn.Module, head: UncertaintyHead, sampler: PatchSampler,
+                          batches: int = 8, size: int = 16) -> dict[str, float]:
+    """Per scale, the factor that makes ``2 c sigma`` cover :data:`uncertainty.COVERAGE` of training pixels."""
+    factors = {}
+    for scale in SCALE_WEIGHTS:
+        sigmas, errors = [], []
+        for _ in range(batches):
+            lr, hr, _ = sampler.batch(size, scale)
+            features = operator.forward_features(lr, scale)
+            sr = operator.decode(lr, features, scale).clamp(0, 1)
+            sigmas.append(head(features, sr, scale).exp())
+            errors.append(luma(hr) - luma(sr))
+        factors[str(scale)] = round(calibration_factor(torch.cat(sigmas), torch.cat(errors)), 4)
+    return factors
+
+
 @torch.no_grad()
 def estimate_residual_scale(operator: nn.Module, sampler: PatchSampler, batches: int = 8) -> float:
     stds = [(hr - operator(lr, s)).std().item() for lr, hr, s in (sampler.batch(16) for _ in range(batches))]
@@ -268,6 +300,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--operator-minutes", type=float, default=240.0)
     p.add_argument("--denoiser-iters", type=int, default=8000)
     p.add_argument("--denoiser-minutes", type=float, default=60.0)
+    p.add_argument("--uncertainty-iters", type=int, default=0,
+                   help="train the uncertainty head this long on the frozen operator (0: keep --init's head, if "
+                        "the operator is not retrained)")
+    p.add_argument("--uncertainty-minutes", type=float, default=20.0)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--ema", type=float, default=0.999)
@@ -304,13 +340,15 @@ def v2_operator(args: argparse.Namespace) -> dict:
     return {**V2_OPERATOR, "spectral": False} if args.no_spectral else V2_OPERATOR
 
 
-def initial_networks(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, nn.Module, ModelConfig]:
-    """Networks to train: fresh, or from ``--init``; a v1 ``--init`` for ``--arch v2`` seeds v2's trunk and decoder."""
+def initial_networks(args: argparse.Namespace, device: torch.device
+                     ) -> tuple[nn.Module, nn.Module, ModelConfig, UncertaintyHead | None]:
+    """Networks to train: fresh, or from ``--init``; a v1 ``--init`` for ``--arch v2`` seeds v2's trunk and decoder.
+    The last item is ``--init``'s uncertainty head, if it has one."""
     if not args.init:
         operator = v2_operator(args) if args.arch == "v2" else {"channels": 48, "blocks": 6, "modes": 12}
         config = ModelConfig(operator=operator, arch=args.arch, denoiser={"channels": 48, "blocks": 3})
         operator, denoiser = build_networks(config)
-        return operator, denoiser, config
+        return operator, denoiser, config, None
     init = load_weights(args.init, device)
     operator, config = init.operator, init.config
     if args.arch == "v2" and config.arch == "v1":
@@ -320,7 +358,7 @@ def initial_networks(args: argparse.Namespace, device: torch.device) -> tuple[nn
         operator.load_v1(init.operator.state_dict())
     elif args.arch != config.arch:
         raise SystemExit(f"--init {args.init} is arch {config.arch}; cannot train it as {args.arch}")
-    return operator.requires_grad_(True), init.denoiser.requires_grad_(True), config
+    return operator.requires_grad_(True), init.denoiser.requires_grad_(True), config, init.uncertainty
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -330,7 +368,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True  # one scale per batch: seven input shapes, each tuned once
-    operator, denoiser, config = initial_networks(args, device)
+    operator, denoiser, config, uncertainty = initial_networks(args, device)
+    if args.operator_iters > 0 or args.export_checkpoint:
+        # A head learnt another operator's errors: it goes unless it is trained again below.
+        uncertainty, config.uncertainty = None, {}
     if args.no_spectral and args.arch != "v2":
         raise SystemExit("--no-spectral needs --arch v2")
     if args.freeze_trunk:
@@ -360,9 +401,27 @@ def main(argv: list[str] | None = None) -> None:
         denoiser = train_stage("denoiser", denoiser.to(device).train(),
                                make_denoiser_loss(operator, config.residual_scale),
                                sampler, args, args.denoiser_iters, args.denoiser_minutes)
+    if args.uncertainty_iters > 0:
+        uncertainty = train_uncertainty(operator, uncertainty, config, sampler, args)
     digest = save_weights(args.out, operator, denoiser, config, args.version,
-                          extra={"training": training})
+                          extra={"training": training}, uncertainty=uncertainty)
     print(f"wrote {args.out} sha256 {digest}", flush=True)
+
+
+def train_uncertainty(operator: nn.Module, head: UncertaintyHead | None, config: ModelConfig,
+                      sampler: PatchSampler, args: argparse.Namespace) -> UncertaintyHead:
+    """Train (or go on training) the uncertainty head on the frozen ``operator``, then calibrate it per scale;
+    sets ``config.uncertainty``."""
+    options = {"feature_channels": config.operator.get("channels", 48)}
+    if head is None:
+        head = UncertaintyHead(**options)
+    head = train_stage("uncertainty", head.to(sampler.device).train().requires_grad_(True),
+                       make_uncertainty_loss(operator), sampler, args, args.uncertainty_iters,
+                       args.uncertainty_minutes).eval()
+    calibration = calibrate_uncertainty(operator, head, sampler)
+    print(f"uncertainty calibration per scale {calibration}", flush=True)
+    config.uncertainty = {"head": options, "calibration": calibration}
+    return head
 
 
 def export_checkpoint(operator: nn.Module, folder: Path) -> None:

@@ -20,6 +20,7 @@ from torch import nn
 from .diffusion import ResidualDenoiser
 from .operator import NeuralOperatorSR
 from .operator_v2 import NeuralOperatorSRv2
+from .uncertainty import UncertaintyHead
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "hndsr.safetensors"
 MODEL_NAME = "hndsr"
@@ -41,6 +42,12 @@ class ModelConfig:
     residual_scale: float = 0.05
     # Std of the sampler's starting noise; below 1 trades texture for fidelity (as in SR3/LDM practice).
     noise_temperature: float = 1.0
+    # The uncertainty head, when the weights carry one: {"head": {constructor options},
+    # "calibration": {"<scale>": factor}}; empty when they do not.
+    uncertainty: dict[str, Any] = field(default_factory=dict)
+
+    def calibration(self, scale: int) -> float:
+        return float(self.uncertainty["calibration"][str(scale)])
 
 
 @dataclass
@@ -51,6 +58,7 @@ class LoadedModel:
     version: str
     sha256: str
     manifest: dict[str, Any]
+    uncertainty: UncertaintyHead | None = None
 
 
 def manifest_path(weights: Path) -> Path:
@@ -86,6 +94,10 @@ def build_networks(config: ModelConfig) -> tuple[NeuralOperatorSR, ResidualDenoi
     return OPERATORS[config.arch](**config.operator), ResidualDenoiser(**config.denoiser)
 
 
+def build_uncertainty(config: ModelConfig) -> UncertaintyHead | None:
+    return UncertaintyHead(**config.uncertainty["head"]) if config.uncertainty else None
+
+
 def save_weights(
     path: Path,
     operator: NeuralOperatorSR,
@@ -93,9 +105,17 @@ def save_weights(
     config: ModelConfig,
     version: str,
     extra: dict[str, Any] | None = None,
+    uncertainty: UncertaintyHead | None = None,
 ) -> str:
-    """Write ``path`` and its manifest; returns the sha256 of the safetensors file."""
-    tensors = flatten_state({"operator": operator, "denoiser": denoiser})
+    """Write ``path`` and its manifest; returns the sha256 of the safetensors file.
+
+    ``uncertainty`` (with ``config.uncertainty`` describing it) is stored beside the two networks."""
+    if (uncertainty is None) != (not config.uncertainty):
+        raise ValueError("an uncertainty head and config.uncertainty go together")
+    modules = {"operator": operator, "denoiser": denoiser}
+    if uncertainty is not None:
+        modules["uncertainty"] = uncertainty
+    tensors = flatten_state(modules)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"name": MODEL_NAME, "version": version})
     digest = file_sha256(path)
@@ -109,6 +129,7 @@ def save_weights(
             "denoiser": config.denoiser,
             "residual_scale": config.residual_scale,
             "noise_temperature": config.noise_temperature,
+            **({"uncertainty": config.uncertainty} if config.uncertainty else {}),
         },
         **(extra or {}),
     }
@@ -143,11 +164,15 @@ def load_weights(path: Path = DEFAULT_WEIGHTS, device: str | torch.device = "cpu
     except TypeError as exc:
         raise WeightsError(f"weights manifest config in {manifest_path(path)} is not understood: {exc}") from exc
     operator, denoiser = build_networks(config)
+    uncertainty = build_uncertainty(config)
     tensors = load_file(str(path))
-    for name, net in (("operator", operator), ("denoiser", denoiser)):
+    networks = {"operator": operator, "denoiser": denoiser, "uncertainty": uncertainty}
+    for name, net in networks.items():
+        if net is None:
+            continue
         try:
             net.load_state_dict(module_state(tensors, name), strict=True)
         except RuntimeError as exc:
             raise WeightsError(f"weights in {path} do not fit the configured network: {exc}") from exc
         net.to(device).eval().requires_grad_(False)
-    return LoadedModel(operator, denoiser, config, manifest["version"], digest, manifest)
+    return LoadedModel(operator, denoiser, config, manifest["version"], digest, manifest, uncertainty)

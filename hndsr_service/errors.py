@@ -64,18 +64,26 @@ def api_errors(method: Callable[Concatenate[Service, P], Awaitable[R]]
     async def api(self: Service, *args: P.args, **kwargs: P.kwargs) -> R | JSONResponse:
         ctx = kwargs["ctx"]
         rid = request_id(ctx)
+        # Each error is answered inside its except block: the exception (whose traceback holds the frames
+        # of the stopped inference, tensors and all) must not outlive it in a local of this frame, which
+        # its traceback also holds; that cycle kept every failed request's arrays until a full GC.
         try:
             return await method(self, *args, **kwargs)
         except ServiceError as exc:
-            error = exc
+            return answer_error(ctx, exc, rid)
         except Exception:
             logger.exception("request %s failed", rid)
-            error = ServiceError(500, "internal_error", f"the server failed to process the request (request id {rid})")
-        ctx.response.status_code = error.status
-        ctx.response.headers.update(error_headers(error.code, error.retry_after))
-        return JSONResponse(error_body(error.code, error.detail, request_id=rid))
+            internal = ServiceError(500, "internal_error", f"the server failed to process the request (request id {rid})")
+            return answer_error(ctx, internal, rid)
 
     return api
+
+
+def answer_error(ctx: Any, error: ServiceError, rid: str) -> JSONResponse:
+    """The JSON error envelope for an API function, status and headers set through ``ctx.response``."""
+    ctx.response.status_code = error.status
+    ctx.response.headers.update(error_headers(error.code, error.retry_after))
+    return JSONResponse(error_body(error.code, error.detail, request_id=rid))
 
 
 def error_headers(code: str, retry_after: int | None = None) -> dict[str, str]:

@@ -38,19 +38,10 @@ sys.path.insert(0, str(ROOT))
 from hndsr_model.data import list_images, load_rgb, make_pair  # noqa: E402
 from hndsr_model.pipeline import HNDSRPipeline  # noqa: E402
 from hndsr_model.quality import y_psnr  # noqa: E402
+from hndsr_model.timing import median_seconds  # noqa: E402
 from hndsr_model.weights import DEFAULT_WEIGHTS  # noqa: E402
 
 VAL = ROOT.parent / "shared" / "data" / "rsscn7" / "val"
-
-
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def test_image(size: int) -> np.ndarray:

@@ -23,7 +23,6 @@ import importlib
 import importlib.util
 import io
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -33,13 +32,13 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
 import numpy as np
-import torch
-from benchmark import median_seconds, mosaic, round_robin_times, test_image
+from benchmark import median_seconds, round_robin_times, test_image
+from inprocess_benchmark import Load, big_scene, load_average, model_only, upscale_load
 from PIL import Image
 
 from hndsr_model.pipeline import HNDSRPipeline
@@ -77,35 +76,9 @@ def run(args: argparse.Namespace) -> bool:
     return bool(sections)
 
 
-def load_average() -> str:
-    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@dataclass(frozen=True)
-class Load:
-    """What concurrent callers saw: requests (and failures), requests/s, latency percentiles in ms."""
-
-    requests: int
-    errors: int
-    per_second: float
-    p50_ms: float
-    p99_ms: float
-
-    @classmethod
-    def of(cls, latencies: list[float], errors: int, seconds: float) -> Load:
-        ordered = sorted(latencies)
-        p99 = ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]  # nearest rank
-        return cls(len(ordered), errors, len(ordered) / seconds, statistics.median(ordered) * 1000, p99 * 1000)
-
-    def row(self, label: str) -> str:
-        failed = f"  ({self.errors} failed)" if self.errors else ""
-        return (f"  {label:34s} {self.per_second:7.2f} req/s   p50 {self.p50_ms:8.1f} ms   p99 {self.p99_ms:8.1f} ms"
-                f"   n={self.requests}{failed}")
+def png(image: np.ndarray) -> bytes:
+    """The service's PNG encoder."""
+    return imaging.encode(image, "png")
 
 
 # -- --serving -----------------------------------------------------------------------------------------------
@@ -127,7 +100,7 @@ def serving(args: argparse.Namespace) -> None:
         with running_server(env, Path(tmp) / "server.log") as server:
             print(f"server up ({' '.join(args.server_env) or 'default settings'}); {load_average()}", flush=True)
             ratio = http_ratios(pipeline, image, upload, server.url, args.ratio_repeats)
-            in_process = {threads: in_process_load(pipeline, image, threads, max(8, 2 * threads))
+            in_process = {threads: upscale_load(pipeline, image, threads, max(8, 2 * threads), png)
                           for threads in (1, 4) if args.clients}
             for threads, stats in in_process.items():
                 print(stats.row(f"in-process upscale+PNG, {threads} thr"), flush=True)
@@ -142,23 +115,6 @@ def serving(args: argparse.Namespace) -> None:
                       "in_process": {k: asdict(v) for k, v in in_process.items()},
                       "http": {e: {c: asdict(v) for c, v in by.items()} for e, by in http.items()},
                       "big_scene": scene, "load_average": os.getloadavg()}))
-
-
-def model_only(pipeline: HNDSRPipeline, repeats: int) -> dict[str, float]:
-    """The operator alone on the device: one tile, and one batch of ``tile_batch`` tiles."""
-    one = torch.rand(1, 3, 256, 256, device=pipeline.device)
-    batch = torch.rand(pipeline.tile_batch, 3, 256, 256, device=pipeline.device)
-
-    def forward(tiles: torch.Tensor) -> Callable[[], None]:
-        def call() -> None:
-            with torch.inference_mode():
-                pipeline.model.operator(tiles, SCALE)
-            synchronize(pipeline.device)
-        return call
-
-    tile_s = median_seconds(forward(one), repeats)
-    batch_s = median_seconds(forward(batch), repeats)
-    return {"tile_ms": tile_s * 1000, "batch_tiles_per_s": pipeline.tile_batch / batch_s}
 
 
 def post_upscale(client: httpx.Client, upload: bytes, fmt: str, overheads: list[float]) -> bytes:
@@ -199,21 +155,6 @@ def http_ratios(pipeline: HNDSRPipeline, image: np.ndarray, upload: bytes, url: 
         print(f"  HTTP {fmt} beyond the server's inference time (decode, encode, HTTP): median "
               f"{figures[f'http_{fmt}_overhead_ms']:.1f} ms")
     return figures
-
-
-def in_process_load(pipeline: HNDSRPipeline, image: np.ndarray, threads: int, requests: int) -> Load:
-    """``threads`` callers of ``upscale`` + PNG encoding, ``requests`` in all."""
-
-    def one(_: int) -> float:
-        started = time.perf_counter()
-        imaging.encode(pipeline.upscale(image, SCALE).image, "png")
-        return time.perf_counter() - started
-
-    one(0)  # warm-up
-    with ThreadPoolExecutor(threads) as pool:
-        started = time.perf_counter()
-        latencies = list(pool.map(one, range(requests)))
-        return Load.of(latencies, 0, time.perf_counter() - started)
 
 
 def http_load(url: str, endpoint: str, upload: bytes, clients: int) -> Load:
@@ -257,16 +198,6 @@ async def drive(url: str, request: Callable[[httpx.AsyncClient], Awaitable[httpx
         return Load.of(latencies, errors, time.perf_counter() - started)
 
 
-def big_scene(pipeline: HNDSRPipeline, size: int) -> dict[str, float]:
-    tiles = math.ceil(size / 1024)
-    image = np.ascontiguousarray(np.tile(mosaic(1024), (tiles, tiles, 1))[:size, :size])
-    pipeline.upscale(image[:512, :512], 2)  # warm-up
-    started = time.perf_counter()
-    pipeline.upscale(image, 2)
-    seconds = time.perf_counter() - started
-    return {"size": size, "seconds": seconds, "output_mpx_per_s": (2 * size) ** 2 / 1e6 / seconds}
-
-
 # -- --batching ----------------------------------------------------------------------------------------------
 
 
@@ -282,7 +213,7 @@ def batching(args: argparse.Namespace) -> None:
     for _ in range(args.repeats):
         for threads in (1, 4):
             for name, pipeline in variants.items():
-                results[name][threads].append(in_process_load(pipeline, image, threads, 4 * threads))
+                results[name][threads].append(upscale_load(pipeline, image, threads, 4 * threads, png))
     for threads in (1, 4):
         for name, loads in results.items():
             rate = statistics.median(load.per_second for load in loads[threads])

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from hndsr_model.pipeline import CancelCheck, InferenceCancelled
-from hndsr_service.errors import ServiceError
+from hndsr_service.errors import ServiceError, api_errors
 from hndsr_service.inference import HeapTrimmer, InferenceRunner
 from hndsr_service.settings import load_settings
 from hndsr_service.state import ServiceState
@@ -81,6 +81,32 @@ def test_a_stopped_inference_frees_its_arrays_at_once() -> None:
         except ServiceError as exc:
             assert exc.status == 499
         assert refs and await freed(refs[0]), "the stopped inference's array outlived the request"
+
+    with without_garbage_collection():
+        asyncio.run(request())
+
+
+def test_an_api_answering_a_stopped_inference_frees_its_arrays_at_once() -> None:
+    """The API wrapper's error answer must not keep the exception (and the frames it holds) alive."""
+    refs: list[weakref.ref] = []
+
+    class Context:
+        def __init__(self) -> None:
+            self.request = type("Request", (), {"headers": {}, "scope": {}})()
+            self.response = type("Response", (), {"status_code": 200, "headers": {}})()
+
+    class Service:
+        @api_errors
+        async def upscale(self, ctx: Context) -> None:
+            tiles = np.zeros((512, 512), np.float32)
+            refs.append(weakref.ref(tiles))
+            raise ServiceError(499, "client_closed_request", "the client went away")
+
+    async def request() -> None:
+        ctx = Context()
+        response = await Service().upscale(ctx=ctx)
+        assert ctx.response.status_code == 499 and response.status_code == 200  # status travels through ctx
+        assert await freed(refs[0]), "the stopped inference's array outlived the API's error answer"
 
     with without_garbage_collection():
         asyncio.run(request())

@@ -21,6 +21,7 @@ output's own gradient magnitude (the trivial baseline); the share of pixels whos
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ from . import degradation
 from .data import bicubic_upscale, list_images, load_rgb, make_pair
 from .pipeline import DEFAULT_UNCERTAINTY_SAMPLES, HNDSRPipeline
 from .quality import gmsd, gradient_energy_ratio, spearman, y_psnr, y_ssim
-from .timing import median_seconds
+from .timing import round_robin_seconds
 from .uncertainty import LUMA
 from .weights import DEFAULT_WEIGHTS
 
@@ -99,18 +100,18 @@ def evaluate_uncertainty(pipeline: HNDSRPipeline, images: list[Path], scales: li
 
 def tile_seconds(pipelines: dict[str, HNDSRPipeline], ddim_steps: list[int], repeats: int, seed: int,
                  image: np.ndarray) -> dict[str, float]:
-    """Median seconds of one 256x256 x4 tile per method (and of its uncertainty map, where there is a head)."""
+    """Median seconds of one 256x256 x4 tile per method (and with its uncertainty map, where there is a head),
+    timed round-robin so that a shared machine's load falls on every method alike."""
     tile = np.ascontiguousarray(image[:256, :256])  # as an LR input: 1024x1024 out
-    times = {}
+    calls = {}
     for name, pipeline in pipelines.items():
         for steps in ddim_steps:
-            times[method_name(name, steps)] = median_seconds(
-                lambda p=pipeline, k=steps: p.upscale(tile, 4, ddim_steps=k, seed=seed), repeats)
-            if pipeline.has_uncertainty:
-                times[method_name(name, steps) + "+uncertainty"] = median_seconds(
-                    lambda p=pipeline, k=steps: p.upscale(tile, 4, ddim_steps=k, seed=seed, uncertainty=True),
-                    repeats)
-    return {name: round(seconds, 3) for name, seconds in times.items()}
+            options = [False, True] if pipeline.has_uncertainty else [False]
+            for mapped in options:
+                label = method_name(name, steps) + ("+uncertainty" if mapped else "")
+                calls[label] = functools.partial(pipeline.upscale, tile, 4, ddim_steps=steps, seed=seed,
+                                                 uncertainty=mapped)
+    return {label: round(seconds, 3) for label, seconds in round_robin_seconds(calls, repeats).items()}
 
 
 def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:

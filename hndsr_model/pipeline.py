@@ -226,8 +226,9 @@ class HNDSRPipeline:
             lr = read_rows(y, y + th).to(self.device)
             band = torch.zeros(channels + 1, th * scale, width * scale, device=self.device)
             band[:, : carry.shape[1]] = carry
-            for start in range(0, len(cols), self.tile_batch):
-                xs = cols[start : start + self.tile_batch]
+            per_call = max(1, self.tile_batch // samples)  # a tile's diffusion samples share the batch
+            for start in range(0, len(cols), per_call):
+                xs = cols[start : start + per_call]
                 if cancelled():
                     raise InferenceCancelled(f"cancelled before tile {index + 1}/{total}")
                 tiles = torch.stack([lr[:, :, x : x + tw] for x in xs])
@@ -322,7 +323,7 @@ class HNDSRPipeline:
             stopped = [w for w in works if w.cancelled()]
             if stopped:
                 reason = f"cancelled at diffusion step {step + 1}/{steps}"
-                works, (x, *tensors) = self._without(works, stopped, (x, *tensors), reason, samples)
+                works, (x, *tensors) = self._without(works, stopped, (x, *tensors), reason)
                 if not works:
                     break
             v = self.model.denoiser(x, tensors[0], torch.full((x.shape[0],), t, device=self.device), scale)
@@ -334,12 +335,12 @@ class HNDSRPipeline:
                             .squeeze(2))
         return works, drawn[:, 0], sigma
 
-    def _without(self, works: list[TileWork], stopped: list[TileWork], tensors: tuple[torch.Tensor, ...], reason: str,
-                 samples: int = 1) -> tuple[list[TileWork], list[torch.Tensor]]:
+    def _without(self, works: list[TileWork], stopped: list[TileWork], tensors: tuple[torch.Tensor, ...], reason: str
+                 ) -> tuple[list[TileWork], list[torch.Tensor]]:
         """Fail the ``stopped`` works with InferenceCancelled; the other works, and their rows of ``tensors``
-        (``samples`` rows per tile)."""
+        (one per tile and diffusion sample)."""
         for work in stopped:
             work.result.set_exception(InferenceCancelled(reason))
         keep = torch.tensor([w not in stopped for w in works], device=self.device)
-        rows = keep.repeat_interleave(torch.tensor([len(w) * samples for w in works], device=self.device))
+        rows = keep.repeat_interleave(torch.tensor([w.rows for w in works], device=self.device))
         return [w for w in works if w not in stopped], [tensor[rows] for tensor in tensors]

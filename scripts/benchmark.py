@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from hndsr_model.data import list_images, load_rgb, make_pair  # noqa: E402
 from hndsr_model.pipeline import HNDSRPipeline  # noqa: E402
 from hndsr_model.quality import y_psnr  # noqa: E402
-from hndsr_model.timing import median_seconds  # noqa: E402
+from hndsr_model.timing import median_seconds, round_robin_seconds  # noqa: E402
 from hndsr_model.weights import DEFAULT_WEIGHTS  # noqa: E402
 
 VAL = ROOT.parent / "shared" / "data" / "rsscn7" / "val"
@@ -61,31 +60,6 @@ def realesrgan_peer() -> Callable[[np.ndarray], object] | None:
         return None
     model = Realesrgan(gpuid=-1, model=2)  # model 2 = realesr-animevideov3-x4 (0, 1: x2, x3), on the CPU
     return lambda image: model.process_pil(Image.fromarray(image))
-
-
-def round_robin_times(
-    fns: dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float] = time.perf_counter
-) -> dict[str, list[float]]:
-    """Seconds (by ``clock``) of each function in every repeat, the functions timed in turn within a repeat; each
-    repeat starts one function further on, so that none always runs first, or right after the same one."""
-    for fn in fns.values():
-        fn()  # warm-up
-    names = list(fns)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = clock()
-            fns[name]()
-            times[name].append(clock() - start)
-    return times
-
-
-def round_robin_seconds(
-    fns: dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float] = time.perf_counter
-) -> dict[str, float]:
-    """Median seconds (by ``clock``) of each function, timed in turn within every repeat."""
-    return {name: statistics.median(values) for name, values in round_robin_times(fns, repeats, clock).items()}
 
 
 def speed(pipeline: HNDSRPipeline, repeats: int, compare: dict[str, HNDSRPipeline] | None = None) -> dict[str, float]:

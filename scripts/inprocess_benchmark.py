@@ -24,10 +24,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from benchmark import median_seconds, mosaic, test_image
+from benchmark import mosaic, test_image
 from PIL import Image
 
 from hndsr_model.pipeline import HNDSRPipeline
+from hndsr_model.timing import median_seconds
 from hndsr_model.weights import DEFAULT_WEIGHTS
 
 SCALE = 4

@@ -37,11 +37,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from benchmark import median_seconds, round_robin_times, test_image
+from benchmark import test_image
 from inprocess_benchmark import Load, big_scene, load_average, model_only, upscale_load
 from PIL import Image
 
 from hndsr_model.pipeline import HNDSRPipeline
+from hndsr_model.timing import median_seconds, round_robin_times
 from hndsr_service import imaging
 from hndsr_service.model_store import register
 from tests.integration.server import serving as running_server

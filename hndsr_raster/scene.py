@@ -173,11 +173,16 @@ class SceneUpscaler:
                                                    sigma_dst if group is self.sigma_group else None)
 
     def finish(self, part: Path, dst: Path) -> None:
-        """Working file -> COG (internal tiles, overviews, lossless compression) at ``dst``, atomically; the same
-        for a map of its own, to ``uncertainty_path(dst)``."""
-        if self._sigma_file:
-            _to_cog(uncertainty_path(part), uncertainty_path(dst))
+        """Working file -> COG (internal tiles, overviews, lossless compression) at ``dst``, atomically; then
+        the same for a map of its own, to ``uncertainty_path(dst)`` (if that fails, ``dst`` goes too: a product
+        is never left without the map it was asked with)."""
         _to_cog(part, dst)
+        if self._sigma_file:
+            try:
+                _to_cog(uncertainty_path(part), uncertainty_path(dst))
+            except BaseException:
+                dst.unlink(missing_ok=True)
+                raise
 
     def _super_resolve(self, dst: DatasetWriter, group: BandGroup, should_cancel: CancelCheck | None,
                        sigma_dst: DatasetWriter | None = None) -> Iterator[int]:
@@ -308,12 +313,12 @@ class SceneUpscaler:
 
     def _copy_metadata(self, dst: DatasetWriter) -> None:
         src, bands = self.src, self.plan.source
-        extra = [None] if self.sigma_band else []  # the map's band, described by _describe_sigma
+        extra = 1 if self.sigma_band else 0  # the map's band, described by _describe_sigma
         dst.update_tags(**src.tags(), **self.provenance())
-        dst.colorinterp = [src.colorinterp[b - 1] for b in bands] + [ColorInterp.undefined for _ in extra]
-        dst.scales = [src.scales[b - 1] for b in bands] + [1.0 for _ in extra]
-        dst.offsets = [src.offsets[b - 1] for b in bands] + [0.0 for _ in extra]
-        dst.units = [src.units[b - 1] or "" for b in bands] + ["" for _ in extra]
+        dst.colorinterp = [src.colorinterp[b - 1] for b in bands] + [ColorInterp.undefined] * extra
+        dst.scales = [src.scales[b - 1] for b in bands] + [1.0] * extra
+        dst.offsets = [src.offsets[b - 1] for b in bands] + [0.0] * extra
+        dst.units = [src.units[b - 1] or "" for b in bands] + [""] * extra
         for index, band in enumerate(bands, start=1):
             dst.update_tags(index, **src.tags(band))
             if src.descriptions[band - 1]:

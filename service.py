@@ -21,7 +21,7 @@ import numpy as np
 from bentoml.exceptions import NotFound
 from bentoml.validators import ContentType
 
-from hndsr_model.pipeline import HNDSRPipeline
+from hndsr_model.pipeline import DEFAULT_UNCERTAINTY_SAMPLES, HNDSRPipeline
 from hndsr_model.weights import WeightsError
 from hndsr_raster import parse_bands
 from hndsr_service import guards, imaging, metrics, openapi, ratelimit, uploads
@@ -41,8 +41,11 @@ from hndsr_service.schemas import (
     InferResponse,
     OutputFormat,
     ReturnMetadata,
+    ReturnUncertainty,
     ScaleFactor,
     Seed,
+    UncertaintySamples,
+    map_samples,
     strict_apis,
 )
 from hndsr_service.settings import get_settings
@@ -140,17 +143,23 @@ class HNDSR:
         output_format: OutputFormat = None,
         bands: Bands = None,
         return_metadata: ReturnMetadata = True,
+        return_uncertainty: ReturnUncertainty = False,
+        uncertainty_samples: UncertaintySamples = DEFAULT_UNCERTAINTY_SAMPLES,
         *,
         ctx: bentoml.Context,
     ) -> InferResponse:
-        """Upscale a base64 image; returns the base64 file (PNG, or GeoTIFF for a TIFF input) and metadata."""
+        """Upscale a base64 image; returns the base64 file (PNG, or GeoTIFF for a TIFF input) and metadata, and
+        with ``return_uncertainty`` the uncertainty map as a base64 one-band float32 TIFF."""
         data = await run_in_thread(imaging.decode_base64, image)
         product, meta = await self._produce(
-            ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format, None), ctx)
-        encoded = await run_in_thread(lambda: base64.b64encode(product.content).decode())
+            ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format, None,
+                           map_samples(return_uncertainty, uncertainty_samples), uncertainty_file=True), ctx)
+        encoded = await run_in_thread(_base64, product.content)
+        uncertainty = await run_in_thread(_base64, product.uncertainty) if product.uncertainty else None
         width, height = product.output_size
         return InferResponse(image=encoded, media_type=product.media_type, width=width, height=height,
-                             scale_factor=scale_factor, metadata=meta if return_metadata else None)
+                             scale_factor=scale_factor, metadata=meta if return_metadata else None,
+                             uncertainty=uncertainty)
 
     @bentoml.api(route="/upscale")
     @api_errors
@@ -162,17 +171,21 @@ class HNDSR:
         seed: Seed = None,
         output_format: OutputFormat = None,
         bands: Bands = None,
+        return_uncertainty: ReturnUncertainty = False,
+        uncertainty_samples: UncertaintySamples = DEFAULT_UNCERTAINTY_SAMPLES,
         *,
         ctx: bentoml.Context,
     ) -> ImageFile:
         """Upscale an uploaded image file (multipart field ``image``); returns the file itself: a GeoTIFF for
-        a TIFF/GeoTIFF input, PNG otherwise, or the format of ``output_format`` / the ``Accept`` header."""
+        a TIFF/GeoTIFF input, PNG otherwise, or the format of ``output_format`` / the ``Accept`` header. With
+        ``return_uncertainty`` a TIFF answer carries the uncertainty map as its last band (float32)."""
         if not ctx.request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise ServiceError(415, "unsupported_media_type", "send the image as multipart/form-data")
         data = await run_in_thread(image.read_bytes)
         product, meta = await self._produce(
             ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format,
-                           ctx.request.headers.get("accept")), ctx)
+                           ctx.request.headers.get("accept"), map_samples(return_uncertainty, uncertainty_samples)),
+            ctx)
         ctx.response.headers.update({"x-hndsr-latency-ms": str(meta.latency_ms), "x-hndsr-seed": str(meta.seed)})
         # The request's own temporary folder: BentoML streams the file from it, then empties it.
         result = Path(ctx.temp_dir) / f"hndsr-x{scale_factor}{mimetypes.guess_extension(product.media_type)}"
@@ -190,6 +203,10 @@ class HNDSR:
             device=state.device, model="hndsr", model_version=pipeline.version, tiles=product.tiles,
             request_id=request_id(ctx))
         return product, meta
+
+
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def _bands(text: str | None) -> tuple[int, ...] | None:

@@ -1,6 +1,7 @@
 """The ``hndsr`` command.
 
     hndsr upscale INPUT OUTPUT --scale 4 [--bands 4,3,2] [--ddim-steps N] [--seed S] [--device cpu|cuda]
+                  [--uncertainty [--uncertainty-samples N]]
     hndsr submit INPUT OUTPUT --url http://HOST:8000 --scale 4 [--bands 4,3,2] [--api-key KEY]
 
 ``upscale`` runs the model here. A TIFF/GeoTIFF INPUT written to a ``.tif``/``.tiff`` OUTPUT becomes a
@@ -8,6 +9,9 @@ georeferenced COG, read and written by windows (any size, bounded memory); any o
 file (PNG, JPEG, WebP by OUTPUT's suffix). INPUT may be a folder: OUTPUT is then a folder that gets a
 ``.tif`` for every TIFF and a PNG for every other image. ``submit`` sends INPUT to a server as a scene
 job, shows its progress and downloads the result to OUTPUT.
+
+``--uncertainty`` also writes the per-pixel uncertainty map beside each output, as ``<stem>.uncertainty.tif``
+(one float32 band, georeferenced like a georeferenced output); the output itself is the same either way.
 """
 
 from __future__ import annotations
@@ -20,9 +24,17 @@ from PIL import Image
 from tqdm import tqdm
 
 from hndsr_model.data import ImageDecodeError, list_images, load_rgb
-from hndsr_model.pipeline import HNDSRPipeline
+from hndsr_model.pipeline import DEFAULT_UNCERTAINTY_SAMPLES, UNCERTAINTY_SAMPLES, HNDSRPipeline
 from hndsr_model.weights import DEFAULT_WEIGHTS, WeightsError
-from hndsr_raster import SceneOptions, SceneUpscaler, is_tiff, open_raster, parse_bands
+from hndsr_raster import (
+    SceneOptions,
+    SceneUpscaler,
+    is_tiff,
+    open_raster,
+    parse_bands,
+    uncertainty_path,
+    uncertainty_to_tiff,
+)
 
 from .client import HNDSRError, JobsClient
 
@@ -34,11 +46,19 @@ def is_raster_pair(src: Path, dst: Path) -> bool:
         return is_tiff(head.read(4)) and dst.suffix.lower() in TIFF_SUFFIXES
 
 
+def uncertainty_samples(args: argparse.Namespace) -> int:
+    """0: no uncertainty map; else the samples behind it (as the service's ``schemas.map_samples``)."""
+    return args.uncertainty_samples if args.uncertainty else 0
+
+
 def upscale_file(pipeline: HNDSRPipeline, src: Path, dst: Path, args: argparse.Namespace, show_tiles: bool) -> None:
+    """``src`` -> ``dst`` (and with ``--uncertainty`` the map beside it, at ``uncertainty_path(dst)``)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
+    samples = uncertainty_samples(args)
     if is_raster_pair(src, dst):
         with open_raster(src) as raster:
-            upscaler = SceneUpscaler(pipeline, raster, SceneOptions(args.scale, args.ddim_steps, args.seed, args.bands))
+            options = SceneOptions(args.scale, args.ddim_steps, args.seed, args.bands, samples, uncertainty_file=True)
+            upscaler = SceneUpscaler(pipeline, raster, options)
             with tqdm(total=upscaler.tiles_total, desc=src.name, unit="tile", disable=not show_tiles,
                       leave=False) as bar:
                 upscaler.write(dst, progress=lambda done, _total: bar.update(done - bar.n))
@@ -49,8 +69,11 @@ def upscale_file(pipeline: HNDSRPipeline, src: Path, dst: Path, args: argparse.N
     with tqdm(total=pipeline.count_tiles(*image.shape[:2]), desc=src.name, unit="tile", disable=not show_tiles,
               leave=False) as bar:
         result = pipeline.upscale(image, args.scale, args.ddim_steps, args.seed,
-                                  progress=lambda done, _total: bar.update(done - bar.n))
+                                  progress=lambda done, _total: bar.update(done - bar.n), uncertainty=samples > 0,
+                                  uncertainty_samples=samples)
     Image.fromarray(result.image).save(dst)
+    if result.uncertainty is not None:
+        uncertainty_path(dst).write_bytes(uncertainty_to_tiff(result.uncertainty))
 
 
 def folder_output(src: Path, root: Path, out: Path) -> Path:
@@ -67,6 +90,10 @@ def run_upscale(args: argparse.Namespace) -> int:
         pipeline = HNDSRPipeline.from_pretrained(args.weights, device=args.device)
     except (WeightsError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.uncertainty and not pipeline.has_uncertainty:
+        print(f"error: --uncertainty: the weights of model {pipeline.version} ({args.weights}) have no uncertainty "
+              "head; use weights that have one (hndsr 2.1.0 or later)", file=sys.stderr)
         return 1
     if not args.input.is_dir():
         try:
@@ -135,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(up)
     up.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     up.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    up.add_argument("--uncertainty", action="store_true",
+                    help="also write the uncertainty map (sigma of the output's luma, 0..1, float32) beside each "
+                         "output as <stem>.uncertainty.tif")
+    up.add_argument("--uncertainty-samples", type=int, default=DEFAULT_UNCERTAINTY_SAMPLES,
+                    choices=UNCERTAINTY_SAMPLES, metavar=f"{{{UNCERTAINTY_SAMPLES.start}..{UNCERTAINTY_SAMPLES.stop - 1}}}",
+                    help="with --ddim-steps > 0: the seeded diffusion samples behind the map")
     up.set_defaults(func=run_upscale)
     submit = sub.add_parser("submit", help="super-resolve a raster on a server as a scene job")
     add_model_options(submit)

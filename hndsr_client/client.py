@@ -38,10 +38,14 @@ class JobsClient:
         self.http.close()
 
     def submit(self, path: str | Path, scale_factor: int = 4, ddim_steps: int = 0, seed: int | None = None,
-               bands: str | None = None) -> str:
-        """Upload a raster (streamed from disk) as a job; returns its id."""
-        fields = {"scale_factor": scale_factor, "ddim_steps": ddim_steps, "seed": seed, "bands": bands}
+               bands: str | None = None, uncertainty_samples: int | None = None) -> str:
+        """Upload a raster (streamed from disk) as a job; returns its id. With ``uncertainty_samples`` (2-16; the
+        samples matter only with ``ddim_steps`` > 0) the result carries the uncertainty map as its last band."""
+        fields = {"scale_factor": scale_factor, "ddim_steps": ddim_steps, "seed": seed, "bands": bands,
+                  "uncertainty_samples": uncertainty_samples}
         data = {key: str(value) for key, value in fields.items() if value is not None}
+        if uncertainty_samples is not None:
+            data["return_uncertainty"] = "true"  # a form field is read as JSON
         with Path(path).open("rb") as raster:
             response = self.http.post("/jobs", data=data, files={"image": (Path(path).name, raster, "image/tiff")})
         return self._json(response, 202)["job_id"]

@@ -6,7 +6,18 @@ Shared by the service (synchronous GeoTIFF answers and scene jobs) and the CLI; 
 """
 
 from .bands import BandPlan, parse_bands
-from .scene import RasterError, RasterTooLarge, SceneOptions, SceneUpscaler, array_to_tiff, is_tiff, open_raster
+from .scene import (
+    UNCERTAINTY,
+    RasterError,
+    RasterTooLarge,
+    SceneOptions,
+    SceneUpscaler,
+    array_to_tiff,
+    is_tiff,
+    open_raster,
+    uncertainty_path,
+    uncertainty_to_tiff,
+)
 
-__all__ = ["BandPlan", "RasterError", "RasterTooLarge", "SceneOptions", "SceneUpscaler", "array_to_tiff", "is_tiff",
-           "open_raster", "parse_bands"]
+__all__ = ["UNCERTAINTY", "BandPlan", "RasterError", "RasterTooLarge", "SceneOptions", "SceneUpscaler", "array_to_tiff",
+           "is_tiff", "open_raster", "parse_bands", "uncertainty_path", "uncertainty_to_tiff"]

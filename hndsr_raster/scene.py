@@ -43,6 +43,7 @@ FULL_BELOW_BYTES = 1 << 20  # a write that failed with less than this left on it
 # and an alpha band both exist GDAL lets the nodata value decide the mask.
 warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 warnings.filterwarnings("ignore", category=NodataShadowWarning)
+UNCERTAINTY = "uncertainty"  # the uncertainty map's band description
 COG_OPTIONS = {"compress": "DEFLATE", "predictor": "YES", "bigtiff": "IF_SAFER", "blocksize": 512,
                "overview_resampling": "AVERAGE"}
 
@@ -61,6 +62,10 @@ class SceneOptions:
     ddim_steps: int = 0
     seed: int | None = None
     bands: tuple[int, ...] | None = None  # 1-based source bands, in output order; None = all
+    # > 0: with the uncertainty map (with ddim_steps > 0, the seeded samples behind it); 0: without it
+    uncertainty_samples: int = 0
+    # The map as a file of its own beside the product (uncertainty_path), not as the product's last band.
+    uncertainty_file: bool = False
 
 
 @contextlib.contextmanager
@@ -100,6 +105,11 @@ class SceneUpscaler:
         self.options = options
         self.seed = options.seed if options.seed is not None or not options.ddim_steps else random_seed()
         self.dtype = np.dtype(src.dtypes[self.plan.source[0] - 1])
+        self.sigma_group = self._sigma_group()
+        self.sigma_band = len(self.plan.source) + 1 if self.sigma_group and not options.uncertainty_file else None
+        # A TIFF has one dtype for all its bands: beside the float map, the image keeps its values in its own
+        # units, as floats wide enough to hold them exactly (float32 up to 16-bit data, else float64).
+        self.product_dtype = np.promote_types(self.dtype, np.float32) if self.sigma_band else self.dtype
         self.tiles_total = self.plan.model_passes * pipeline.count_tiles(src.height, src.width)
         self.tiles_done = 0
         self._band_stats: dict[int, BandStats] | None = None
@@ -113,15 +123,22 @@ class SceneUpscaler:
 
     def describe_output(self) -> dict[str, Any]:
         s = self.options.scale
-        return {"width": self.src.width * s, "height": self.src.height * s, "bands": len(self.plan.source),
-                "dtype": str(self.dtype), "crs": self.describe_input()["crs"], "scale_factor": s,
-                "ddim_steps": self.options.ddim_steps, "seed": self.seed,
-                "source_bands": list(self.plan.source)}
+        out = {"width": self.src.width * s, "height": self.src.height * s,
+               "bands": len(self.plan.source) + bool(self.sigma_band), "dtype": str(self.product_dtype),
+               "crs": self.describe_input()["crs"], "scale_factor": s, "ddim_steps": self.options.ddim_steps,
+               "seed": self.seed, "source_bands": list(self.plan.source)}
+        return {**out, "uncertainty_band": self.sigma_band} if self.sigma_band else out
 
     def output_bytes_estimate(self) -> int:
-        """Uncompressed size of the product: the working file and the COG never exceed it each."""
+        """Uncompressed size of the product and of a map of its own: the working files and the COGs never
+        exceed it each."""
         out = self.describe_output()
-        return out["width"] * out["height"] * out["bands"] * self.dtype.itemsize
+        own_map = np.dtype(np.float32).itemsize if self._sigma_file else 0
+        return out["width"] * out["height"] * (out["bands"] * self.product_dtype.itemsize + own_map)
+
+    @property
+    def _sigma_file(self) -> bool:
+        return self.sigma_group is not None and self.options.uncertainty_file
 
     # -- the work ---------------------------------------------------------------------------------
 
@@ -135,30 +152,41 @@ class SceneUpscaler:
             self.finish(part, dst)
         finally:
             part.unlink(missing_ok=True)
+            uncertainty_path(part).unlink(missing_ok=True)
 
     def steps(self, part: Path, should_cancel: CancelCheck | None = None) -> Iterator[int]:
-        """Write the product into the striped working file ``part``; yields tiles done after each tile row."""
-        with write_errors(part), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
-                rasterio.open(part, "w", **self._profile()) as dst:
+        """Write the product into the striped working file ``part`` (and a map of its own into
+        ``uncertainty_path(part)``); yields tiles done after each tile row."""
+        with write_errors(part), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
+            dst = stack.enter_context(rasterio.open(part, "w", **self._profile()))
             self._copy_metadata(dst)
+            sigma_dst = dst if self.sigma_band else None
+            if self._sigma_file:
+                sigma_dst = stack.enter_context(rasterio.open(uncertainty_path(part), "w", **self._sigma_profile()))
+                sigma_dst.update_tags(**self.provenance())
+                self._describe_sigma(sigma_dst, 1)
             for group in self.plan.groups:
                 if group.kind == "nearest":
                     self._copy_nearest(dst, group)
                 else:
-                    yield from self._super_resolve(dst, group, should_cancel)
+                    yield from self._super_resolve(dst, group, should_cancel,
+                                                   sigma_dst if group is self.sigma_group else None)
 
     def finish(self, part: Path, dst: Path) -> None:
-        """Working file -> COG (internal tiles, overviews, lossless compression) at ``dst``, atomically."""
-        staging = dst.with_name(f".{dst.name}.cog")
-        try:
-            with write_errors(staging), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-                rasterio.shutil.copy(part, staging, driver="COG", **COG_OPTIONS)
-            staging.replace(dst)
-        finally:
-            staging.unlink(missing_ok=True)
+        """Working file -> COG (internal tiles, overviews, lossless compression) at ``dst``, atomically; then
+        the same for a map of its own, to ``uncertainty_path(dst)`` (if that fails, ``dst`` goes too: a product
+        is never left without the map it was asked with)."""
+        _to_cog(part, dst)
+        if self._sigma_file:
+            try:
+                _to_cog(uncertainty_path(part), uncertainty_path(dst))
+            except BaseException:
+                dst.unlink(missing_ok=True)
+                raise
 
-    def _super_resolve(self, dst: DatasetWriter, group: BandGroup, should_cancel: CancelCheck | None
-                       ) -> Iterator[int]:
+    def _super_resolve(self, dst: DatasetWriter, group: BandGroup, should_cancel: CancelCheck | None,
+                       sigma_dst: DatasetWriter | None = None) -> Iterator[int]:
+        """One pass of the model over ``group``'s bands; with ``sigma_dst``, the uncertainty map's rows too."""
         stats = [self._stats()[band] for band in group.source]
         src, s = self.src, self.options.scale
         first_tile = self.tiles_done
@@ -175,19 +203,41 @@ class SceneUpscaler:
         def progress(done: int, _total: int) -> None:
             self.tiles_done = first_tile + done
 
+        samples = self.options.uncertainty_samples if sigma_dst is not None else 0
         rows = self.pipeline.upscale_rows(read_rows, src.height, src.width, s, self.options.ddim_steps, self.seed,
-                                          should_cancel, progress)
+                                          should_cancel, progress, uncertainty_samples=samples)
         for hr_row, band in rows:
-            self._write_band(dst, group, stats, hr_row, band.numpy())
-            del band  # before the next row is computed: one tile-row band in memory at a time
+            values = band.numpy()  # (3, rows, width), or (4, ...) with the map as the 4th channel
+            window = Window(0, hr_row, src.width * s, values.shape[1])
+            self._write_band(dst, group, stats, window, values[:3])
+            if sigma_dst is not None:
+                self._write_sigma(sigma_dst, group, window, values[3:])
+            del band, values  # before the next row is computed: one tile-row band in memory at a time
             yield self.tiles_done
 
-    def _write_band(self, dst: DatasetWriter, group: BandGroup, stats: list[BandStats], hr_row: int,
+    def _write_band(self, dst: DatasetWriter, group: BandGroup, stats: list[BandStats], window: Window,
                     values: np.ndarray) -> None:
         if group.kind == "mono":
             values = values.mean(axis=0, keepdims=True)
         out = np.stack([st.denormalise(v, self.dtype) for st, v in zip(stats, values, strict=True)])
-        self._write(dst, group, out, Window(0, hr_row, self.src.width * self.options.scale, out.shape[1]))
+        self._write(dst, group, out, window)
+
+    def _write_sigma(self, dst: DatasetWriter, group: BandGroup, window: Window, sigma: np.ndarray) -> None:
+        """The map's rows: invalid (nodata, masked or NaN, as the image) wherever a band it describes is."""
+        valid = self._hr_valid(window, group.source).all(axis=0, keepdims=True)
+        self._write_valid(dst, sigma, valid, (self.sigma_band or 1,), window)
+        if self._sigma_file and self._has_mask:  # in the product, the image's dataset mask covers it
+            dst.write_mask(valid[0].astype(np.uint8) * 255, window=window)
+
+    def _sigma_group(self) -> BandGroup | None:
+        """The bands the uncertainty map describes: the first the model sees (the colour triplet if any)."""
+        if not self.options.uncertainty_samples:
+            return None
+        group = next((g for g in self.plan.groups if g.kind != "nearest"), None)
+        if group is None:
+            raise RasterError("these bands are all alpha (masks the model does not see): there is no "
+                              "uncertainty map to make")
+        return group
 
     def _stats(self) -> dict[int, BandStats]:
         """Every model band's statistics, read once for the whole plan."""
@@ -206,18 +256,27 @@ class SceneUpscaler:
             self._write(dst, group, out, Window(0, y * s, self.src.width * s, out.shape[1]))
 
     def _write(self, dst: DatasetWriter, group: BandGroup, out: np.ndarray, window: Window) -> None:
-        """Write HR rows; pixels whose source pixel is nodata (or masked) become nodata (or masked)."""
-        s = self.options.scale
-        lr_window = Window(0, window.row_off // s, self.src.width, window.height // s)
-        valid = self._valid(lr_window, group.source).repeat(s, axis=1).repeat(s, axis=2)
+        """Write HR rows of ``group``'s bands, and the dataset's mask with the first group's."""
+        valid = self._hr_valid(window, group.source)
+        self._write_valid(dst, out, valid, group.target, window)
+        if group is self.plan.groups[0] and self._has_mask:
+            dst.write_mask(valid.all(axis=0).astype(np.uint8) * 255, window=window)
+
+    def _write_valid(self, dst: DatasetWriter, out: np.ndarray, valid: np.ndarray, indexes: tuple[int, ...],
+                     window: Window) -> None:
+        """Pixels whose source pixel is nodata (or masked) become nodata (or masked), in the source's rule."""
         if self.src.nodata is not None:
             _keep_off_nodata(out, valid, self.src.nodata)
             out[~valid] = self.src.nodata
         elif self.dtype.kind == "f":
             out[~valid] = np.nan
-        dst.write(out, indexes=list(group.target), window=window)
-        if group is self.plan.groups[0] and self._has_mask:
-            dst.write_mask(valid.all(axis=0).astype(np.uint8) * 255, window=window)
+        dst.write(out.astype(dst.dtypes[0], copy=False), indexes=list(indexes), window=window)
+
+    def _hr_valid(self, window: Window, bands: tuple[int, ...]) -> np.ndarray:
+        """:meth:`_valid` of the source pixels under the HR rows of ``window``, at the output's resolution."""
+        s = self.options.scale
+        lr_window = Window(0, window.row_off // s, self.src.width, window.height // s)
+        return self._valid(lr_window, bands).repeat(s, axis=1).repeat(s, axis=2)
 
     @property
     def _has_mask(self) -> bool:
@@ -238,24 +297,39 @@ class SceneUpscaler:
     def _profile(self) -> dict[str, Any]:
         src, s = self.src, self.options.scale
         profile = {"driver": "GTiff", "width": src.width * s, "height": src.height * s,
-                   "count": len(self.plan.source), "dtype": self.dtype.name, "nodata": src.nodata,
+                   "count": len(self.plan.source) + bool(self.sigma_band), "dtype": self.product_dtype.name,
+                   "nodata": src.nodata,
                    "crs": src.crs, "tiled": False, "blockysize": s, "compress": "deflate", "interleave": "band",
                    "bigtiff": "if_safer"}
         if src.crs is not None or src.transform != Affine.identity():
             profile["transform"] = src.transform * Affine.scale(1 / s)  # same origin and bounds, also rotated
         return profile
 
+    def _sigma_profile(self) -> dict[str, Any]:
+        """The map of its own: the product's grid, one float32 band."""
+        profile = self._profile()
+        profile.update(count=1, dtype="float32")
+        return profile
+
     def _copy_metadata(self, dst: DatasetWriter) -> None:
         src, bands = self.src, self.plan.source
+        extra = 1 if self.sigma_band else 0  # the map's band, described by _describe_sigma
         dst.update_tags(**src.tags(), **self.provenance())
-        dst.colorinterp = [src.colorinterp[b - 1] for b in bands]
-        dst.scales = [src.scales[b - 1] for b in bands]
-        dst.offsets = [src.offsets[b - 1] for b in bands]
-        dst.units = [src.units[b - 1] or "" for b in bands]
+        dst.colorinterp = [src.colorinterp[b - 1] for b in bands] + [ColorInterp.undefined] * extra
+        dst.scales = [src.scales[b - 1] for b in bands] + [1.0] * extra
+        dst.offsets = [src.offsets[b - 1] for b in bands] + [0.0] * extra
+        dst.units = [src.units[b - 1] or "" for b in bands] + [""] * extra
         for index, band in enumerate(bands, start=1):
             dst.update_tags(index, **src.tags(band))
             if src.descriptions[band - 1]:
                 dst.set_band_description(index, src.descriptions[band - 1])
+        if self.sigma_band:
+            self._describe_sigma(dst, self.sigma_band)
+
+    def _describe_sigma(self, dst: DatasetWriter, band: int) -> None:
+        assert self.sigma_group is not None  # only called with a map
+        describe_uncertainty(dst, band, self.sigma_group.source)
+        dst.update_tags(HNDSR_UNCERTAINTY_SAMPLES=str(self.options.uncertainty_samples if self.options.ddim_steps else 0))
 
     def provenance(self) -> dict[str, str]:
         model = self.pipeline.model
@@ -323,16 +397,58 @@ def working_path(dst: Path) -> Path:
     return dst.with_name(f".{dst.name}.part")
 
 
+def uncertainty_path(product: Path) -> Path:
+    """Where a product's uncertainty map goes when it is a file of its own: beside it, ``<stem>.uncertainty.tif``."""
+    return product.with_name(f"{product.stem}.uncertainty.tif")
+
+
+def describe_uncertainty(dst: DatasetWriter, band: int, source_bands: tuple[int, ...]) -> None:
+    """Name the map's band, and say in its tags what it measures (so that a file read alone still says it)."""
+    dst.set_band_description(band, UNCERTAINTY)
+    dst.update_tags(band, HNDSR_UNCERTAINTY="standard deviation of the BT.601 luma of source bands "
+                    f"{','.join(map(str, source_bands))}, each mapped to 0..1 as the model sees it")
+
+
+def _to_cog(part: Path, dst: Path) -> None:
+    """A striped working file -> COG at ``dst``, atomically."""
+    staging = dst.with_name(f".{dst.name}.cog")
+    try:
+        with write_errors(staging), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+            rasterio.shutil.copy(part, staging, driver="COG", **COG_OPTIONS)
+        staging.replace(dst)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 def is_tiff(data: bytes) -> bool:
     return data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def array_to_tiff(image: np.ndarray) -> bytes:
-    """A plain ``(H, W, 3) uint8`` image (no georeferencing) as a compressed tiled TIFF."""
-    height, width = image.shape[:2]
+def array_to_tiff(image: np.ndarray, uncertainty: np.ndarray | None = None) -> bytes:
+    """A plain ``(H, W, 3) uint8`` image (no georeferencing) as a compressed tiled TIFF; with ``uncertainty``
+    (``(H, W)`` float32) that map follows as a 4th band and the file is float32, the image's values still 0..255."""
+    bands = image.transpose(2, 0, 1)
+    if uncertainty is None:
+        return _plain_tiff(bands)
+    return _plain_tiff(np.concatenate([bands.astype(np.float32), uncertainty[None]]),
+                       [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined])
+
+
+def uncertainty_to_tiff(uncertainty: np.ndarray) -> bytes:
+    """A plain ``(H, W)`` float32 uncertainty map (of a 3-band image) as a one-band compressed tiled TIFF."""
+    return _plain_tiff(uncertainty[None], [ColorInterp.gray])
+
+
+def _plain_tiff(bands: np.ndarray, colorinterp: list[ColorInterp] | None = None) -> bytes:
+    """``(count, H, W)`` -> COG bytes; with ``colorinterp``, the last band is an uncertainty map."""
+    count, height, width = bands.shape
     buffer = io.BytesIO()
     with MemoryFile() as mem:
-        with mem.open(driver="COG", width=width, height=height, count=3, dtype="uint8", **COG_OPTIONS) as dst:
-            dst.write(image.transpose(2, 0, 1))
+        with mem.open(driver="COG", width=width, height=height, count=count, dtype=bands.dtype.name,
+                      **COG_OPTIONS) as dst:
+            dst.write(bands)
+            if colorinterp is not None:
+                dst.colorinterp = colorinterp
+                describe_uncertainty(dst, count, (1, 2, 3))
         buffer.write(mem.read())
     return buffer.getvalue()

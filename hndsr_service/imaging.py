@@ -113,10 +113,13 @@ def accepted_weights(accept: str) -> dict[str, float]:
     return weights
 
 
-def encode(image: np.ndarray, fmt: str) -> bytes:
-    """``(H, W, 3) uint8`` -> file bytes in ``fmt`` (a plain TIFF has no georeferencing to keep)."""
+def encode(image: np.ndarray, fmt: str, uncertainty: np.ndarray | None = None) -> bytes:
+    """``(H, W, 3) uint8`` -> file bytes in ``fmt`` (a plain TIFF has no georeferencing to keep); a TIFF also
+    carries ``uncertainty`` (``(H, W)`` float32) as its last band, which no other format can."""
     if fmt == "tiff":
-        return array_to_tiff(image)
+        return array_to_tiff(image, uncertainty)
+    if uncertainty is not None:
+        raise ValueError(f"a {fmt} file cannot carry an uncertainty map")
     if fmt == "png":
         return encode_png(image)
     buffer = io.BytesIO()

@@ -30,6 +30,8 @@ from .errors import ServiceError
 from .imaging import image_errors
 from .inference import InferenceRunner
 from .job_store import Job, JobStore
+from .products import check_uncertainty
+from .schemas import map_samples
 from .state import ServiceState
 from .threads import run_in_thread
 
@@ -53,10 +55,13 @@ class JobWorker:
 
     def upscaler(self, src: DatasetReader, params: dict[str, Any]) -> SceneUpscaler:
         """The same product a job's parameters describe, at submit time and when it runs."""
-        settings = self.state.settings
+        settings, pipeline = self.state.settings, self.state.pipeline
         bands = tuple(params["bands"]) if params["bands"] else None
-        options = SceneOptions(params["scale_factor"], params["ddim_steps"], params["seed"], bands)
-        return SceneUpscaler(self.state.pipeline, src, options, settings.max_job_pixels, settings.max_bands)
+        # .get: records queued before the uncertainty map existed have no such parameters
+        samples = map_samples(params.get("return_uncertainty", False), params.get("uncertainty_samples", 0))
+        check_uncertainty(pipeline, samples)
+        options = SceneOptions(params["scale_factor"], params["ddim_steps"], params["seed"], bands, samples)
+        return SceneUpscaler(pipeline, src, options, settings.max_job_pixels, settings.max_bands)
 
     def cancel(self, job_id: str) -> Job | None:
         job = self.store.request_cancel(job_id)

@@ -29,7 +29,7 @@ from .jobs import INPUT_NAME, RESULT_NAME, JobWorker, save_upload
 from .schemas import JobParams, form_value
 from .threads import run_in_thread
 
-JOB_FIELDS = ("image", "scale_factor", "ddim_steps", "seed", "bands", "output_format")
+JOB_FIELDS = ("image", *JobParams.model_fields)
 QUEUE_RETRY_AFTER_S = 30
 
 

@@ -42,7 +42,8 @@ STATUS_TEXT = {
          "(image_too_large), output over MAX_OUTPUT_PIXELS (output_too_large)",
     415: "The body is not multipart/form-data (unsupported_media_type)",
     422: "Not an image the service can read (invalid_image), or parameters it refuses: a wrong type, a value "
-         "out of range, an unknown field, bands the input does not have (invalid_request)",
+         "out of range, an unknown field, bands the input does not have, an uncertainty map that the output format "
+         "cannot carry or the model cannot make (invalid_request)",
     429: "More than RATE_LIMIT_PER_HOUR requests from this client in the last hour (rate_limited)",
     500: "An unexpected failure, with the request id (internal_error)",
     503: "Backpressure: MAX_QUEUE_DEPTH requests in flight (overloaded) or shutting down (draining); the model is "

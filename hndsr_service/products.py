@@ -4,6 +4,10 @@ A TIFF/GeoTIFF input, or any image with ``bands`` selected, goes through the ras
 (georeferencing, dtype, bands and nodata kept; a COG, or a quick-look of it in another format); any other
 image goes through the RGB pipeline.
 Decoding and guards run before a slot is taken; the model runs in a slot, cancellable.
+
+The uncertainty map, when asked for, is either the product's last band (``/upscale``: only a TIFF can
+carry it) or a one-band TIFF of its own beside the product (``/infer``), whose bytes stay those it has
+without the map.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import numpy as np
 
 from hndsr_model.data import to_rgb8
 from hndsr_model.pipeline import CancelCheck, HNDSRPipeline
-from hndsr_raster import SceneOptions, SceneUpscaler, is_tiff, open_raster
+from hndsr_raster import SceneOptions, SceneUpscaler, is_tiff, open_raster, uncertainty_path, uncertainty_to_tiff
 
 from . import imaging, metrics
+from .errors import ServiceError
 from .inference import InferenceRunner
 from .settings import Settings
 from .threads import run_in_thread
@@ -34,6 +39,8 @@ class ProductRequest:
     bands: tuple[int, ...] | None
     output_format: str | None  # the form/JSON field; None = negotiate
     accept: str | None  # the Accept header (``/upscale`` only)
+    uncertainty_samples: int = 0  # 0: no uncertainty map; else the samples behind it (schemas.map_samples)
+    uncertainty_file: bool = False  # the map as a TIFF of its own (``/infer``), not as the product's last band
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class Product:
     scale: int
     tiles: int
     seed: int | None
+    uncertainty: bytes | None = None  # the map as a one-band float32 TIFF, when it is a file of its own
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -53,6 +61,7 @@ class Product:
 async def make_product(pipeline: HNDSRPipeline, runner: InferenceRunner, settings: Settings, request: ProductRequest,
                        disconnected: Callable[[], Awaitable[bool]]) -> tuple[Product, float]:
     """Returns the product and the inference time in seconds."""
+    check_uncertainty(pipeline, request.uncertainty_samples)
     with imaging.image_errors():
         # Bands are a raster's: a PNG, JPEG or WebP asked for some is read as the 3-band raster it is.
         if is_tiff(request.data) or request.bands:
@@ -65,26 +74,34 @@ async def _image_product(pipeline: HNDSRPipeline, runner: InferenceRunner, setti
     image = await run_in_thread(imaging.decode_image, request.data, settings.max_image_pixels)
     height, width = image.shape[:2]
     _admit(width, height, request.scale, settings)
-    fmt = imaging.output_format(request.output_format, request.accept, input_is_tiff=False)
+    fmt = _format(request, input_is_tiff=False)
     result, seconds = await runner.run(
-        lambda cancel: pipeline.upscale(image, request.scale, request.ddim_steps, request.seed, should_cancel=cancel),
+        lambda cancel: pipeline.upscale(image, request.scale, request.ddim_steps, request.seed, should_cancel=cancel,
+                                        uncertainty=request.uncertainty_samples > 0,
+                                        uncertainty_samples=request.uncertainty_samples),
         disconnected)
-    content = await run_in_thread(imaging.encode, result.image, fmt)
+    in_band = None if request.uncertainty_file else result.uncertainty
+    content = await run_in_thread(imaging.encode, result.image, fmt, in_band)
+    own_file = None
+    if request.uncertainty_file and result.uncertainty is not None:
+        own_file = await run_in_thread(uncertainty_to_tiff, result.uncertainty)
     return Product(content, imaging.MEDIA_TYPES[fmt], (width, height), request.scale, result.tiles,
-                   result.seed), seconds
+                   result.seed, own_file), seconds
 
 
 @dataclass(frozen=True)
 class _Encoded:
     content: bytes
     tiles: int
+    uncertainty: bytes | None
 
 
 async def _raster_product(pipeline: HNDSRPipeline, runner: InferenceRunner, settings: Settings,
                           request: ProductRequest, disconnected: Callable[[], Awaitable[bool]]
                           ) -> tuple[Product, float]:
-    fmt = imaging.output_format(request.output_format, request.accept, input_is_tiff=is_tiff(request.data))
-    options = SceneOptions(request.scale, request.ddim_steps, request.seed, request.bands)
+    fmt = _format(request, input_is_tiff=is_tiff(request.data))
+    options = SceneOptions(request.scale, request.ddim_steps, request.seed, request.bands,
+                           request.uncertainty_samples, request.uncertainty_file)
     with open_raster(request.data) as src:
         upscaler = SceneUpscaler(pipeline, src, options, settings.max_image_pixels, settings.max_bands)
         _admit(src.width, src.height, request.scale, settings)
@@ -94,11 +111,32 @@ async def _raster_product(pipeline: HNDSRPipeline, runner: InferenceRunner, sett
                 out = Path(tmp) / "product.tif"
                 upscaler.write(out, cancel)
                 content = out.read_bytes() if fmt == "tiff" else imaging.encode(quicklook(out), fmt)
-            return _Encoded(content, upscaler.tiles_total)
+                own_file = uncertainty_path(out)
+                uncertainty = own_file.read_bytes() if own_file.exists() else None
+            return _Encoded(content, upscaler.tiles_total, uncertainty)
 
         result, seconds = await runner.run(work, disconnected)
         return Product(result.content, imaging.MEDIA_TYPES[fmt], (src.width, src.height), request.scale,
-                       result.tiles, upscaler.seed), seconds
+                       result.tiles, upscaler.seed, result.uncertainty), seconds
+
+
+def check_uncertainty(pipeline: HNDSRPipeline, samples: int) -> None:
+    """Refuse a map the loaded weights cannot make before any work (the pipeline would refuse it only in a slot)."""
+    if samples and not pipeline.has_uncertainty:
+        raise ServiceError(422, "invalid_request", f"return_uncertainty: this server's model ({pipeline.version}) "
+                           "has no uncertainty head; ask without return_uncertainty, or serve weights that have "
+                           "one (hndsr 2.1.0 or later)")
+
+
+def _format(request: ProductRequest, input_is_tiff: bool) -> str:
+    """The output format; a map in the product's own bands needs a TIFF (before any work, too)."""
+    fmt = imaging.output_format(request.output_format, request.accept, input_is_tiff)
+    if request.uncertainty_samples and not request.uncertainty_file and fmt != "tiff":
+        raise ServiceError(422, "invalid_request", f"return_uncertainty: a {fmt.upper()} output cannot carry the "
+                           "uncertainty map; ask for a TIFF/GeoTIFF output (output_format=tiff or Accept: "
+                           "image/tiff), which gets it as a last band, or use /infer, which returns it beside the "
+                           "image")
+    return fmt
 
 
 def _admit(width: int, height: int, scale: int, settings: Settings) -> None:

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal, Protocol, TypeVar
 from annotated_types import Ge, Le
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
+from hndsr_model.pipeline import DEFAULT_UNCERTAINTY_SAMPLES, UNCERTAINTY_SAMPLES
+
 API_VERSION = "1.0"
 MAX_SEED = 2**32 - 1
 
@@ -47,6 +49,19 @@ Base64Image = Annotated[str, Strict(), Field(
     description="PNG/JPEG/TIFF/WebP file as base64; a data:image/...;base64, prefix is allowed",
     examples=["iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAJUlEQVR42mPc3+rHAAPhDGvgbCYGHIB0CRYvHhU458fP07SwAwAVYgXdW6kxywAAAABJRU5ErkJggg=="])]
 ReturnMetadata = Annotated[bool, Strict(), Field(description="Include the metadata object in the answer")]
+ReturnUncertainty = Annotated[bool, Strict(), Field(
+    description="Also return the per-pixel uncertainty map: sigma of the output's BT.601 luma, in 0..1 intensity "
+                "units, as float32 (on /infer the field uncertainty; on /upscale and /jobs a last TIFF band "
+                "described 'uncertainty', which needs a TIFF/GeoTIFF output)", examples=[False])]
+UncertaintySamples = Annotated[whole_number(UNCERTAINTY_SAMPLES.start, UNCERTAINTY_SAMPLES.stop - 1), Field(
+    description=f"Seeded diffusion samples behind the uncertainty map when ddim_steps > 0, "
+                f"{UNCERTAINTY_SAMPLES.start}-{UNCERTAINTY_SAMPLES.stop - 1} (the cost grows with it); "
+                "unused with ddim_steps = 0", examples=[DEFAULT_UNCERTAINTY_SAMPLES])]
+
+
+def map_samples(return_uncertainty: bool, uncertainty_samples: int) -> int:
+    """The two fields as the product takes them: 0 = no uncertainty map, else the samples behind it."""
+    return uncertainty_samples if return_uncertainty else 0
 
 
 class JobParams(BaseModel):
@@ -58,6 +73,8 @@ class JobParams(BaseModel):
     seed: Seed = None
     bands: Bands = None
     output_format: Annotated[Literal["tiff"], Field(description="Jobs write Cloud-Optimized GeoTIFFs")] = "tiff"
+    return_uncertainty: ReturnUncertainty = False
+    uncertainty_samples: UncertaintySamples = DEFAULT_UNCERTAINTY_SAMPLES
 
 
 def form_value(text: str) -> Any:
@@ -114,6 +131,10 @@ class InferResponse(BaseModel):
     height: int
     scale_factor: int
     metadata: InferMetadata | None = None
+    uncertainty: str | None = Field(None, description=(
+        "Only with return_uncertainty: the uncertainty map, base64 of a one-band float32 TIFF of the output's size "
+        "(georeferenced like the output for a GeoTIFF input): sigma of the output's BT.601 luma in 0..1 "
+        "intensity units, nodata where the output is"), exclude_if=lambda value: value is None)
 
 
 class ErrorResponse(BaseModel):
@@ -182,6 +203,8 @@ class JobOutput(RasterInfo):
     ddim_steps: int
     seed: int | None
     source_bands: list[int]
+    uncertainty_band: int | None = Field(None, description="Only with return_uncertainty: the 1-based band holding "
+                                                           "the uncertainty map (the last)")
 
 
 class JobError(BaseModel):

@@ -251,6 +251,15 @@ def test_openapi_document_lists_every_answer(client: TestClient) -> None:
     assert request["additionalProperties"] is False and request["required"] == ["image"]
     assert {"type": "null"} in request["properties"]["seed"]["anyOf"]  # null is accepted, so documented
     assert "securitySchemes" not in spec["components"] and "401" not in infer["responses"]
+    forms = [spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+             for path in ("/upscale", "/jobs")]
+    for body in (request, *forms):  # the uncertainty map's fields, bounded as the pipeline's UNCERTAINTY_SAMPLES
+        samples = body["properties"]["uncertainty_samples"]
+        assert (samples["type"], samples["minimum"], samples["maximum"], samples["default"]) == ("integer", 2, 16, 8)
+        assert body["properties"]["return_uncertainty"] | {"description": ""} == {
+            "type": "boolean", "default": False, "examples": [False], "title": "Return Uncertainty", "description": ""}
+    response = spec["components"]["schemas"]["InferResponse"]
+    assert "uncertainty" in response["properties"] and "uncertainty" not in response["required"]
 
 
 def test_api_answers_are_what_they_declare(client: TestClient) -> None:
@@ -276,7 +285,9 @@ def test_unknown_fields_are_named(client: TestClient, path: str) -> None:
 
 @pytest.mark.parametrize("field", [{"scale_factor": "4"}, {"scale_factor": True}, {"ddim_steps": 1.5},
                                    {"seed": "7"}, {"return_metadata": 1}, {"return_metadata": "yes"},
-                                   {"output_format": "PNG"}, {"bands": True}, {"bands": 0}])
+                                   {"output_format": "PNG"}, {"bands": True}, {"bands": 0},
+                                   {"return_uncertainty": 1}, {"return_uncertainty": "true"},
+                                   {"uncertainty_samples": "8"}, {"uncertainty_samples": 8.5}])
 def test_no_type_coercion(client: TestClient, field: dict) -> None:
     response = client.post("/infer", json={"image": b64(encode(rgb_image(8, 8))), **field})
     assert next(iter(field)) in assert_error(response, 422, "invalid_request")["detail"]

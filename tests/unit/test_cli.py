@@ -11,6 +11,7 @@ from affine import Affine
 from PIL import Image
 
 from hndsr_client.cli import main
+from hndsr_model.weights import DEFAULT_WEIGHTS
 from tests.helpers import DATA, requires_data, rgb_image
 
 
@@ -68,3 +69,38 @@ def test_bad_band_selection_exits_nonzero(tmp_path: Path, capsys: pytest.Capture
     assert not (tmp_path / "o.tif").exists()
     with pytest.raises(SystemExit):
         main(["upscale", str(tmp_path / "scene.tif"), str(tmp_path / "o.tif"), "--bands", "0,1"])
+
+
+def test_uncertainty_is_written_beside_the_output(tmp_path: Path) -> None:
+    """--uncertainty leaves the output's bytes alone and writes <stem>.uncertainty.tif beside it: one float32
+    band of the output's size, georeferenced like a georeferenced output."""
+    Image.fromarray(rgb_image(12, 20)).save(tmp_path / "a.png")
+    write_geotiff(tmp_path / "scene.tif", bands=3, size=24)
+    diffusion = ["--scale", "2", "--ddim-steps", "1", "--seed", "0"]
+    assert main(["upscale", str(tmp_path / "a.png"), str(tmp_path / "plain.png"), "--scale", "2"]) == 0
+    assert main(["upscale", str(tmp_path / "scene.tif"), str(tmp_path / "plain.tif"), *diffusion]) == 0
+    assert main(["upscale", str(tmp_path / "a.png"), str(tmp_path / "a_x2.png"), "--scale", "2", "--uncertainty"]) == 0
+    assert main(["upscale", str(tmp_path / "scene.tif"), str(tmp_path / "scene_x2.tif"), *diffusion,
+                 "--uncertainty", "--uncertainty-samples", "2"]) == 0
+    assert (tmp_path / "a_x2.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
+    assert (tmp_path / "scene_x2.tif").read_bytes() == (tmp_path / "plain.tif").read_bytes()
+    with rasterio.open(tmp_path / "a_x2.uncertainty.tif") as sigma:
+        assert (sigma.count, sigma.dtypes[0], sigma.width, sigma.height, sigma.crs) == (1, "float32", 40, 24, None)
+        assert sigma.descriptions == ("uncertainty",) and (sigma.read(1) > 0).all()
+    with rasterio.open(tmp_path / "scene_x2.tif") as out, rasterio.open(tmp_path / "scene_x2.uncertainty.tif") as sigma:
+        assert out.count == 3 and out.dtypes[0] == "uint16"
+        assert (sigma.count, sigma.dtypes[0], sigma.shape) == (1, "float32", out.shape)
+        assert sigma.crs == out.crs and sigma.transform == out.transform and sigma.nodata == out.nodata == 0
+        assert ((sigma.read(1) == 0) == (out.read(1) == 0)).all()  # nodata where the output's is
+        assert sigma.tags()["HNDSR_UNCERTAINTY_SAMPLES"] == "2"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no working files left
+
+
+def test_uncertainty_needs_weights_with_a_head(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Image.fromarray(rgb_image(8, 8)).save(tmp_path / "a.png")
+    v1 = DEFAULT_WEIGHTS.with_name("hndsr-1.0.0.safetensors")
+    assert main(["upscale", str(tmp_path / "a.png"), str(tmp_path / "o.png"), "--uncertainty", "--weights", str(v1)]) == 1
+    assert "no uncertainty head" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+    with pytest.raises(SystemExit):
+        main(["upscale", str(tmp_path / "a.png"), str(tmp_path / "o.png"), "--uncertainty", "--uncertainty-samples", "17"])

@@ -196,6 +196,37 @@ def test_alpha_band_is_carried_by_nearest_neighbour(pipeline: HNDSRPipeline, tmp
         assert np.abs(colour[:, visible] - upsample(rgb, 2)[:, visible]).mean() < 12
 
 
+def test_uncertainty_band_follows_the_image_bands_and_its_mask(pipeline: HNDSRPipeline, tmp_path: Path) -> None:
+    """The map is the last band, after an alpha band too; the image's values are kept (as float32), and the
+    dataset's mask covers the map as it covers the image."""
+    rgb = smooth(40, 48, 3, seed=5)
+    alpha = np.full((1, 40, 48), 255, np.uint8)
+    alpha[0, :10, :] = 0
+    source = write_raster(tmp_path / "rgba.tif", np.concatenate([rgb, alpha]), colorinterp=(*RGB, ColorInterp.alpha))
+    plain = upscale(pipeline, source, tmp_path / "plain")
+    out = upscale(pipeline, source, tmp_path / "out", uncertainty_samples=8)
+    with rasterio.open(plain) as before, rasterio.open(out) as dst:
+        assert dst.count == 5 and dst.dtypes == ("float32",) * 5 and dst.descriptions[-1] == "uncertainty"
+        assert dst.colorinterp == (*RGB, ColorInterp.alpha, UNDEFINED)
+        assert np.array_equal(dst.read([1, 2, 3, 4]), before.read().astype(np.float32))
+        assert "bands 1,2,3" in dst.tags(5)["HNDSR_UNCERTAINTY"] and dst.tags()["HNDSR_UNCERTAINTY_SAMPLES"] == "0"
+        visible = upsample(alpha[0] > 0, 2)
+        assert ((dst.read_masks(5) > 0) == visible).all() and (dst.read(5)[visible] > 0).all()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["rgba_x2.tif"]
+
+
+def test_uncertainty_of_float64_nan_data(pipeline: HNDSRPipeline, tmp_path: Path) -> None:
+    """NaN stays NaN in the map as in the image; float64 data keep a float64 product (float32 would round it)."""
+    data = smooth(32, 40, 1, seed=2, low=0.0, high=1.0, dtype="float64")
+    data[0, 5:15, 5:12] = np.nan
+    out = upscale(pipeline, write_raster(tmp_path / "nan.tif", data), tmp_path / "out", uncertainty_samples=8,
+                  ddim_steps=1, seed=0)
+    with rasterio.open(out) as dst:
+        assert dst.dtypes == ("float64", "float64") and dst.nodata is None
+        sigma, hole = dst.read(2), upsample(np.isnan(data[0]), 2)
+    assert np.isnan(sigma[hole]).all() and (sigma[~hole] > 0).all()
+
+
 def test_rotated_geotransform_stays_rotated_with_the_same_footprint(pipeline: HNDSRPipeline, tmp_path: Path) -> None:
     source = write_raster(tmp_path / "rotated.tif", smooth(32, 40, 1, seed=6), transform=ROTATED)
     out = upscale(pipeline, source, tmp_path / "out", scale=4)

@@ -90,20 +90,27 @@ class JobStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.path = folder / "jobs.sqlite"
-        self._created = False
+        self._keeper: sqlite3.Connection | None = None
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         """A connection in autocommit mode: every statement is its own atomic transaction."""
-        if not self._created:  # on first use, so importing the service creates no folder
-            self.folder.mkdir(parents=True, exist_ok=True)
+        if self._keeper is None:  # on first use, so importing the service creates no folder
+            self._open()
         with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
             db.row_factory = sqlite3.Row
-            if not self._created:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute(SCHEMA)
-                self._created = True
             yield db
+
+    def _open(self) -> None:
+        """Create the database, and keep one connection open for the store's life. SQLite deletes the WAL and
+        shared-memory files when its last connection closes, and every later connection must create them
+        again: on a full disk that fails, and even reading a job's status failed (a 500 on GET /jobs/<id>
+        while a job's result filled the disk). While this connection lives, they stay."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        keeper = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        keeper.execute("PRAGMA journal_mode=WAL")
+        keeper.execute(SCHEMA)
+        self._keeper = keeper
 
     def job_dir(self, job_id: str) -> Path:
         return self.folder / job_id

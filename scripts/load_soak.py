@@ -51,6 +51,9 @@ ENDPOINTS = ("/infer", "/upscale", "/jobs")  # where the clients send; their hnd
 SHED = 503  # overloaded: MAX_QUEUE_DEPTH requests in flight
 SLOW = 504  # queue_timeout / inference_timeout under load
 HAMMER_ADDRESS = "127.0.0.254"
+# A connection idle for 2 s is dropped by the client, well before the server's keep-alive timeout (5 s) can
+# close it under a request the client has just started sending on it (a transport error that is nobody's bug).
+CLIENT_LIMITS = httpx.Limits(keepalive_expiry=2.0)
 MB = 2**20
 
 
@@ -161,8 +164,8 @@ class Client:
 
     def _client(self) -> httpx.AsyncClient:
         address = f"127.1.{self.index}.{self.address_number % 250 + 1}"
-        return httpx.AsyncClient(base_url=self.url, timeout=120,
-                                 transport=httpx.AsyncHTTPTransport(local_address=address))
+        return httpx.AsyncClient(base_url=self.url, timeout=120, limits=CLIENT_LIMITS,
+                                 transport=httpx.AsyncHTTPTransport(local_address=address, limits=CLIENT_LIMITS))
 
     async def run(self, deadline: float) -> None:
         names = [k[0] for k in self.kinds]
@@ -289,7 +292,7 @@ class Client:
 async def hammer(url: str, deadline: float, pause_s: float, outcomes: list[Outcome], gate: asyncio.Event) -> None:
     """Cheap POSTs from one address, paced, past the rate limit (then 429s). They go to /jobs without a
     form (415), where the queue depth does not shed them, so exactly the first ``rate_limit`` pass."""
-    transport = httpx.AsyncHTTPTransport(local_address=HAMMER_ADDRESS)
+    transport = httpx.AsyncHTTPTransport(local_address=HAMMER_ADDRESS, limits=CLIENT_LIMITS)
     async with httpx.AsyncClient(base_url=url, timeout=60, transport=transport) as http:
         while time.monotonic() < deadline:
             await gate.wait()

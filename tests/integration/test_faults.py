@@ -7,6 +7,7 @@ import base64
 import contextlib
 import shutil
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -18,6 +19,7 @@ import numpy as np
 import psutil
 import pytest
 
+from hndsr_service.job_store import JobStore
 from tests.helpers import encode, rgb_image
 from tests.integration.server import Server, serving
 from tests.integration.test_jobs import assert_error, ended, ended_any, metric, status, submitted
@@ -147,6 +149,24 @@ def fill(folder: Path, leave_bytes: int) -> Path:
         out.truncate(0)
         out.write(b"\0" * max(0, shutil.disk_usage(folder).free - leave_bytes))
     return filler
+
+
+def test_job_status_stays_readable_on_a_full_disk(tmp_path: Path) -> None:
+    """Regression: with no connection open, SQLite must recreate its WAL files to read, which a full disk
+    refused, so GET /jobs/<id> answered 500 (seen once in test_disk_full_while_a_job_writes_its_result)."""
+    with small_filesystem(tmp_path / "disk", 1) as disk:
+        store = JobStore(disk / "jobs")
+        store.create("job", {}, {}, {}, tiles_total=4)
+        filler = fill(disk, leave_bytes=0)
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            for done in range(1, 100):  # writes fail once the WAL needs a page the disk has not got
+                store.progress("job", done)
+        for _ in range(20):
+            job = store.get("job")
+            assert job is not None and job.status == "queued"
+        filler.unlink()
+        store.progress("job", 4)
+        assert store.get("job").tiles_done == 4  # type: ignore[union-attr]
 
 
 def test_disk_full_while_a_job_writes_its_result(bentoml_home: Path, tmp_path: Path) -> None:

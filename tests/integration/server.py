@@ -66,3 +66,8 @@ def serving(env: dict[str, str], log: Path, **options: Path | str) -> Iterator[S
         yield server
     finally:
         server.stop()
+
+
+def serving_in(folder: Path, env: dict[str, str]) -> contextlib.AbstractContextManager[Server]:
+    """:func:`serving` with its jobs folder and log in ``folder``."""
+    return serving({**env, "JOBS_DIR": str(folder / "jobs")}, folder / "server.log")

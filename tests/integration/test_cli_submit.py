@@ -11,7 +11,7 @@ from affine import Affine
 
 from hndsr_client import HNDSRError, JobsClient
 from hndsr_client.cli import main
-from tests.integration.server import Server, serving
+from tests.integration.server import Server, serving_in
 from tests.unit.test_cli import write_geotiff
 
 pytestmark = pytest.mark.integration
@@ -20,8 +20,7 @@ KEY = "submit-test-key-0123456789"
 
 @pytest.fixture(scope="module")
 def server(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    work = tmp_path_factory.mktemp("submit")
-    with serving({"JOBS_DIR": str(work / "jobs"), "API_KEYS": KEY}, work / "server.log") as server:
+    with serving_in(tmp_path_factory.mktemp("submit"), {"API_KEYS": KEY}) as server:
         yield server
 
 

@@ -18,7 +18,7 @@ from rasterio.enums import ColorInterp
 from rasterio.io import MemoryFile
 
 from tests.helpers import encode, rgb_image
-from tests.integration.server import Server, serving
+from tests.integration.server import Server, serving_in
 from tests.rasters import NORTH_UP, UTM, smooth, upsample, write_raster
 
 pytestmark = pytest.mark.integration
@@ -30,8 +30,7 @@ ENV = {"RATE_LIMIT_PER_HOUR": "1000", "REQUEST_TIMEOUT_S": "300"}
 
 @pytest.fixture(scope="module")
 def server(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("geotiff_api")
-    with serving({**ENV, "JOBS_DIR": str(folder / "jobs")}, folder / "server.log") as srv:
+    with serving_in(tmp_path_factory.mktemp("geotiff_api"), ENV) as srv:
         yield srv
 
 

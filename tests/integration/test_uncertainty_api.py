@@ -19,7 +19,7 @@ from rasterio.windows import Window
 
 from hndsr_model.weights import DEFAULT_WEIGHTS
 from tests.helpers import DATA, encode, rgb_image
-from tests.integration.server import Server, serving
+from tests.integration.server import Server, serving_in
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +30,7 @@ V1_WEIGHTS = DEFAULT_WEIGHTS.with_name("hndsr-1.0.0.safetensors")
 
 @pytest.fixture(scope="module")
 def server(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("uncertainty_api")
-    with serving({**ENV, "JOBS_DIR": str(folder / "jobs")}, folder / "server.log") as srv:
+    with serving_in(tmp_path_factory.mktemp("uncertainty_api"), ENV) as srv:
         yield srv
 
 
@@ -187,8 +186,7 @@ def test_job_result_gets_the_band(server: Server, geotiff: bytes) -> None:
 
 def test_weights_without_a_head_refuse_the_map(bentoml_home: Path, tmp_path: Path) -> None:
     image = encode(rgb_image(8, 8))
-    env = {**ENV, "JOBS_DIR": str(tmp_path / "jobs"), "WEIGHTS_PATH": str(V1_WEIGHTS)}
-    with serving(env, tmp_path / "server.log") as v1:
+    with serving_in(tmp_path, {**ENV, "WEIGHTS_PATH": str(V1_WEIGHTS)}) as v1:
         refused = [httpx.post(f"{v1.url}/infer", json={"image": b64(image), "return_uncertainty": True}, timeout=60),
                    *(httpx.post(f"{v1.url}{path}", files={"image": ("a.png", image, "image/png")},
                                 data={"return_uncertainty": "true", "output_format": "tiff"}, timeout=60)

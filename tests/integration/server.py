@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import yaml
 
 from tests.helpers import free_port
 
@@ -19,12 +21,20 @@ ROOT = Path(__file__).resolve().parents[2]
 BENTOML = Path(sys.executable).with_name("bentoml")
 
 
+@functools.cache
+def bento_env() -> dict[str, str]:
+    """The process environment the Bento (and scripts/serve) gives the server, from ``bentofile.yaml``:
+    test servers run under the same allocator and OpenMP settings as production."""
+    envs = yaml.safe_load((ROOT / "bentofile.yaml").read_text())["envs"]
+    return {item["name"]: str(item["value"]) for item in envs}
+
+
 class Server:
     def __init__(self, env: dict[str, str], log: Path, target: str = "service:HNDSR", cwd: Path = ROOT) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "DEVICE": "cpu", **env}
+        full_env = {**bento_env(), **os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "DEVICE": "cpu", **env}
         self.process = subprocess.Popen(
             [str(BENTOML), "serve", target, "--host", "127.0.0.1", "--port", str(self.port),
              "--timeout-graceful-shutdown", "30"],

@@ -212,6 +212,7 @@ class HNDSRPipeline:
             raise ValueError(f"uncertainty_samples must be in {UNCERTAINTY_SAMPLES.start}.."
                              f"{UNCERTAINTY_SAMPLES.stop - 1}, got {uncertainty_samples}")
         samples = uncertainty_samples if uncertainty and ddim_steps else 1
+        per_call = max(1, self.tile_batch // samples)  # a tile's diffusion samples share its batch
         channels = 4 if uncertainty else 3
         cancelled = should_cancel or (lambda: False)
         th, tw = min(self.tile_size, height), min(self.tile_size, width)
@@ -226,7 +227,6 @@ class HNDSRPipeline:
             lr = read_rows(y, y + th).to(self.device)
             band = torch.zeros(channels + 1, th * scale, width * scale, device=self.device)
             band[:, : carry.shape[1]] = carry
-            per_call = max(1, self.tile_batch // samples)  # a tile's diffusion samples share the batch
             for start in range(0, len(cols), per_call):
                 xs = cols[start : start + per_call]
                 if cancelled():

@@ -255,14 +255,22 @@ def make_denoiser_loss(operator: nn.Module, residual_scale: float):
     return loss
 
 
+@torch.no_grad()
+def operator_error(operator: nn.Module, lr: torch.Tensor, hr: torch.Tensor, scale: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the uncertainty head sees and must predict: the operator's LR features, its output (clamped, as
+    served) and the output's luma error."""
+    features = operator.forward_features(lr, scale)
+    sr = operator.decode(lr, features, scale).clamp(0, 1)
+    return features, sr, luma(hr) - luma(sr)
+
+
 def make_uncertainty_loss(operator: nn.Module):
     """Gaussian NLL of the frozen operator's luma error under the head's sigma."""
 
     def loss(head: nn.Module, lr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
-        with torch.no_grad():
-            features = operator.forward_features(lr, scale)
-            sr = operator.decode(lr, features, scale).clamp(0, 1)
-        return gaussian_nll(head(features, sr, scale), luma(hr) - luma(sr))
+        features, sr, error = operator_error(operator, lr, hr, scale)
+        return gaussian_nll(head(features, sr, scale), error)
 
     return loss
 
@@ -275,11 +283,9 @@ def calibrate_uncertainty(operator: nn.Module, head: UncertaintyHead, sampler: P
     for scale in SCALE_WEIGHTS:
         sigmas, errors = [], []
         for _ in range(batches):
-            lr, hr, _ = sampler.batch(size, scale)
-            features = operator.forward_features(lr, scale)
-            sr = operator.decode(lr, features, scale).clamp(0, 1)
+            features, sr, error = operator_error(operator, *sampler.batch(size, scale))
             sigmas.append(head(features, sr, scale).exp())
-            errors.append(luma(hr) - luma(sr))
+            errors.append(error)
         factors[str(scale)] = round(calibration_factor(torch.cat(sigmas), torch.cat(errors)), 4)
     return factors
 

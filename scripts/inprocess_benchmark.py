@@ -113,10 +113,15 @@ def big_scene(pipeline: HNDSRPipeline, size: int) -> dict[str, float]:
     return {"size": size, "seconds": seconds, "output_mpx_per_s": (2 * size) ** 2 / 1e6 / seconds}
 
 
-def pillow_png(image: np.ndarray) -> bytes:
+def pillow_encode(image: np.ndarray, **options: object) -> bytes:
+    """``image`` saved by Pillow with ``options`` (``format=...`` and the format's own)."""
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, "PNG", compress_level=1)
+    Image.fromarray(image).save(buffer, **options)
     return buffer.getvalue()
+
+
+def pillow_png(image: np.ndarray) -> bytes:
+    return pillow_encode(image, format="PNG", compress_level=1)
 
 
 def main() -> None:

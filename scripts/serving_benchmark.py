@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from benchmark import test_image
-from inprocess_benchmark import Load, big_scene, load_average, model_only, upscale_load
+from inprocess_benchmark import Load, big_scene, load_average, model_only, pillow_encode, upscale_load
 from PIL import Image
 
 from hndsr_model.pipeline import HNDSRPipeline
@@ -227,11 +227,7 @@ def batching(args: argparse.Namespace) -> None:
 
 
 def pillow(image: np.ndarray, **options: object) -> Callable[[], bytes]:
-    def encode() -> bytes:
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, **options)
-        return buffer.getvalue()
-    return encode
+    return lambda: pillow_encode(image, **options)
 
 
 def optional_encoders(image: np.ndarray) -> dict[str, Callable[[], bytes]]:

@@ -1,13 +1,15 @@
 """A real `bentoml serve service:HNDSR` on a free loopback port, and the memory of its processes (Linux /proc).
 
-Shared by the scripts that measure a running server (bench_scene_job.py, load_soak.py); `free_port` and
-`wait_for_port` also by replicas.py and the tests. The model comes from
-the BentoML store: run `scripts/serve` or `python -m hndsr_service.model_store` once first.
+Shared by the scripts that measure a running server (bench_scene_job.py, load_soak.py, serving_benchmark.py);
+`free_port`, `wait_for_port` and `bento_env` also by replicas.py and the tests. The model comes from the BentoML
+store: run `scripts/serve` or `python -m hndsr_service.model_store` once first. Needs no more than the server's
+own packages (the GPU machine has no pytest).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -18,9 +20,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_MODULE = "_bentoml_impl.worker.service"  # what BentoML runs in each worker process
+BENTOML = (sys.executable, "-m", "bentoml")  # also where the package was installed with --target, without scripts
+
+
+@functools.cache
+def bento_env() -> dict[str, str]:
+    """The process environment the Bento (and scripts/serve) gives the server, from ``bentofile.yaml``:
+    local servers run under the same allocator and OpenMP settings as production."""
+    envs = yaml.safe_load((ROOT / "bentofile.yaml").read_text())["envs"]
+    return {item["name"]: str(item["value"]) for item in envs}
 
 
 def free_port() -> int:
@@ -43,32 +55,37 @@ def wait_for_port(port: int, timeout_s: float = 10) -> None:
 @contextlib.contextmanager
 def local_server(env: dict[str, str], log: Path | None = None, ready_timeout_s: float = 180
                  ) -> Iterator[tuple[str, int]]:
-    """``(url, pid)`` of a ready server with ``env`` on top of this process's environment; SIGTERM after."""
+    """``(url, pid)`` of a ready server with ``env`` on top of this process's environment and the Bento's;
+    SIGTERM after."""
     port = free_port()
-    full_env = {**os.environ, "DEVICE": os.environ.get("DEVICE", "cpu"), **env}
+    full_env = {**bento_env(), **os.environ, "DEVICE": os.environ.get("DEVICE", "cpu"), **env}
     out = log.open("wb") if log else subprocess.DEVNULL
-    server = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "service:HNDSR", "--host", "127.0.0.1",
-                               "--port", str(port)], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    server = subprocess.Popen([*BENTOML, "serve", "service:HNDSR", "--host", "127.0.0.1", "--port", str(port)],
+                              cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, server, ready_timeout_s)
+        wait_ready(url, server, ready_timeout_s, log)
         yield url, server.pid
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=90)
 
 
-def wait_ready(url: str, server: subprocess.Popen, timeout_s: float) -> None:
+def wait_ready(url: str, server: subprocess.Popen, timeout_s: float, log: Path | None = None) -> None:
+    """Return once ``/ready`` answers 200; raise with the end of the server's ``log`` if it exits or times out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"the server exited with {server.returncode} before it was ready")
+            raise RuntimeError(f"the server exited with {server.returncode} before it was ready{_tail(log)}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                 return
         time.sleep(0.5)
-    raise TimeoutError(f"the server was not ready after {timeout_s:g} s")
+    raise TimeoutError(f"the server was not ready after {timeout_s:g} s{_tail(log)}")
+
+
+def _tail(log: Path | None, chars: int = 3000) -> str:
+    return f":\n{log.read_text(errors='replace')[-chars:]}" if log and log.exists() else ""
 
 
 def _processes() -> tuple[dict[int, list[int]], dict[int, int]]:

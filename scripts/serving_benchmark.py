@@ -37,6 +37,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _local_server import local_server
 from benchmark import test_image
 from inprocess_benchmark import Load, big_scene, load_average, model_only, pillow_encode, upscale_load
 from PIL import Image
@@ -45,7 +46,6 @@ from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.timing import median_seconds, round_robin_times
 from hndsr_service import imaging
 from hndsr_service.model_store import register
-from tests.integration.server import serving as running_server
 
 SCALE = 4
 
@@ -57,7 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--encoders", action="store_true", help="output encoders on a 1024x1024 output")
     group.add_argument("--omp", action="store_true", help="OMP_WAIT_POLICY under CPU contention")
     group.add_argument("--clients", type=int, nargs="*", default=[1, 4, 16, 64], help="none: only the ratios")
-    group.add_argument("--ratio-repeats", type=int, default=15, help="round-robin repeats of the HTTP/in-process ratios")
+    group.add_argument("--ratio-repeats", type=int, default=15,
+                       help="round-robin repeats of the HTTP/in-process ratios (0: none)")
+    group.add_argument("--in-process-threads", type=int, nargs="*", default=[1, 4],
+                       help="threads calling upscale+PNG in process, beside the HTTP clients")
+    group.add_argument("--requests-per-client", type=int, default=2,
+                       help="requests each concurrent client sends (at least 8 in all); more on a fast device")
     group.add_argument("--scene-size", type=int,
                        help="LR side of the big scene (x2); default 8192 on cuda, 1024 on cpu; 0: none")
     group.add_argument("--server-env", nargs="*", default=[], metavar="NAME=VALUE",
@@ -98,14 +103,16 @@ def serving(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="hndsr-bench-") as tmp:
         env = {"DEVICE": args.device, "MAX_QUEUE_DEPTH": "1000", "RATE_LIMIT_PER_HOUR": "1000000000",
                "REQUEST_TIMEOUT_S": "600", "JOBS_DIR": tmp, **dict(kv.split("=", 1) for kv in args.server_env)}
-        with running_server(env, Path(tmp) / "server.log") as server:
+        with local_server(env, Path(tmp) / "server.log") as (url, _):
             print(f"server up ({' '.join(args.server_env) or 'default settings'}); {load_average()}", flush=True)
-            ratio = http_ratios(pipeline, image, upload, server.url, args.ratio_repeats)
-            in_process = {threads: upscale_load(pipeline, image, threads, max(8, 2 * threads), png)
-                          for threads in (1, 4) if args.clients}
+            ratio = http_ratios(pipeline, image, upload, url, args.ratio_repeats) if args.ratio_repeats else {}
+            in_process = {threads: upscale_load(pipeline, image, threads,
+                                                max(8, args.requests_per_client * threads), png)
+                          for threads in args.in_process_threads if args.clients}
             for threads, stats in in_process.items():
                 print(stats.row(f"in-process upscale+PNG, {threads} thr"), flush=True)
-            http = {endpoint: {clients: http_load(server.url, endpoint, upload, clients) for clients in args.clients}
+            http = {endpoint: {clients: http_load(url, endpoint, upload, clients, args.requests_per_client)
+                               for clients in args.clients}
                     for endpoint in ("upscale", "infer")}
     size = (8192 if pipeline.device.type == "cuda" else 1024) if args.scene_size is None else args.scene_size
     scene = big_scene(pipeline, size) if size else {}
@@ -158,8 +165,8 @@ def http_ratios(pipeline: HNDSRPipeline, image: np.ndarray, upload: bytes, url: 
     return figures
 
 
-def http_load(url: str, endpoint: str, upload: bytes, clients: int) -> Load:
-    """``clients`` concurrent clients, two requests each (at least eight in all)."""
+def http_load(url: str, endpoint: str, upload: bytes, clients: int, per_client: int) -> Load:
+    """``clients`` concurrent clients, ``per_client`` requests each (at least eight in all)."""
     if endpoint == "upscale":
         def request(client: httpx.AsyncClient) -> Awaitable[httpx.Response]:
             return client.post("/upscale", files={"image": ("input.png", upload, "image/png")},
@@ -170,7 +177,7 @@ def http_load(url: str, endpoint: str, upload: bytes, clients: int) -> Load:
         def request(client: httpx.AsyncClient) -> Awaitable[httpx.Response]:
             return client.post("/infer", json=body)
 
-    stats = asyncio.run(drive(url, request, clients, max(8, 2 * clients)))
+    stats = asyncio.run(drive(url, request, clients, max(8, per_client * clients)))
     print(stats.row(f"HTTP /{endpoint}, {clients} clients") + f"; {load_average()}", flush=True)
     return stats
 

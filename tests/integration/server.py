@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import yaml
 
+from scripts._local_server import BENTOML, bento_env
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-BENTOML = Path(sys.executable).with_name("bentoml")
-
-
-@functools.cache
-def bento_env() -> dict[str, str]:
-    """The process environment the Bento (and scripts/serve) gives the server, from ``bentofile.yaml``:
-    test servers run under the same allocator and OpenMP settings as production."""
-    envs = yaml.safe_load((ROOT / "bentofile.yaml").read_text())["envs"]
-    return {item["name"]: str(item["value"]) for item in envs}
 
 
 class Server:
@@ -36,7 +25,7 @@ class Server:
         self.log = log
         full_env = {**bento_env(), **os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "DEVICE": "cpu", **env}
         self.process = subprocess.Popen(
-            [str(BENTOML), "serve", target, "--host", "127.0.0.1", "--port", str(self.port),
+            [*BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(self.port),
              "--timeout-graceful-shutdown", "30"],
             cwd=cwd, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )

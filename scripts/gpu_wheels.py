@@ -1,0 +1,81 @@
+"""Fetch the wheels that the real server needs on a GPU machine whose Python has only PyTorch's stack.
+
+The lent GPU machines (``/work/.library/device``) have Python 3.12 with torch, NumPy, Pillow, safetensors and
+tifffile, and no network. This collects the exact versions this checkout's ``.venv`` runs for
+``hndsr[serve]`` (BentoML, pydantic, rasterio, ...), minus what the machine has, and downloads them as
+manylinux x86-64 wheels for the target Python into ``.whl/`` (git-ignored), where a device call can carry them::
+
+    .venv/bin/python scripts/gpu_wheels.py            # then: scripts/gpu_serving.sh on the machine
+
+``--python-version 3.11 --dest DIR`` fetches the same set for this machine's Python, to rehearse the install
+(``pip install --no-index --no-deps --target``) and the benchmark here on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as metadata
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+# What the GPU image already has: PyTorch and everything it needs, and the packages the model code uses.
+ON_THE_MACHINE = ("torch", "numpy", "pillow", "safetensors", "tifffile")
+PLATFORMS = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_24_x86_64", "manylinux_2_27_x86_64",
+             "manylinux_2_28_x86_64", "manylinux_2_31_x86_64", "manylinux_2_34_x86_64", "manylinux1_x86_64")
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def closure(root: str, extras: tuple[str, ...] = ()) -> dict[str, str]:
+    """``{name: version}`` of the installed distribution ``root`` and everything it requires, recursively
+    (with ``extras`` for the root only, as ``pip install root[extras]`` resolves them)."""
+    found: dict[str, str] = {}
+    pending = [(root, extras)]
+    while pending:
+        name, wanted = pending.pop()
+        dist = metadata.distribution(name)
+        if normalise(name) in found:
+            continue
+        found[normalise(name)] = dist.version
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            marker = requirement.marker
+            if marker is None or any(marker.evaluate({"extra": extra}) for extra in (*wanted, "")):
+                pending.append((requirement.name, tuple(requirement.extras)))
+    return found
+
+
+def wanted_wheels() -> dict[str, str]:
+    """The server's distributions (``hndsr[serve]``) that the GPU machine lacks, at this venv's versions."""
+    have: set[str] = set()
+    for name in ON_THE_MACHINE:
+        have |= closure(name).keys()
+    needed = closure("hndsr", ("serve",))
+    return {name: version.split("+")[0] for name, version in needed.items() if name not in have | {"hndsr"}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--python-version", default="3.12", help="the target machine's Python (default 3.12)")
+    parser.add_argument("--dest", type=Path, default=ROOT / ".whl")
+    args = parser.parse_args()
+    wheels = wanted_wheels()
+    platforms = [flag for platform in PLATFORMS for flag in ("--platform", platform)]
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--implementation", "cp", "--python-version", args.python_version, *platforms,
+                    "-d", str(args.dest), *(f"{name}=={version}" for name, version in sorted(wheels.items()))],
+                   check=True)
+    files = sorted(args.dest.glob("*.whl"))
+    size = sum(f.stat().st_size for f in files)
+    print(f"{len(wheels)} distributions, {len(files)} wheels in {args.dest}: {size / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -54,11 +54,14 @@ class PatchSampler:
     The training set is decoded once into ``device`` memory as uint8 (840 RSSCN7 images: 403 MB);
     crops, the 8 flips/rotations and the degradation are batched tensor operations, so on a GPU no
     step waits on the host. The same code runs on the CPU. ``realistic`` is the fraction of samples
-    degraded by :func:`degradation.realistic` instead of the protocol's bicubic.
+    degraded by :func:`degradation.realistic` instead of the protocol's bicubic; ``target_sigma > 0`` makes
+    every HR target what a coarser sensor would see (:func:`degradation.target_sensor`), the LR still coming
+    from the sharp crop.
     """
 
     def __init__(
-        self, folder: Path, device: torch.device, seed: int, per_folder: int = 0, realistic: float = 0.0
+        self, folder: Path, device: torch.device, seed: int, per_folder: int = 0, realistic: float = 0.0,
+        target_sigma: float = 0.0,
     ) -> None:
         paths = list_images(folder)
         if per_folder:  # the first N (sorted) of each sub-folder, e.g. of each RSSCN7 class
@@ -77,6 +80,7 @@ class PatchSampler:
         self.min_side = min(height, width)
         self.device = device
         self.realistic = realistic
+        self.target_sigma = target_sigma
         self.rng = random.Random(seed)
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
@@ -112,6 +116,8 @@ class PatchSampler:
         if self.realistic > 0:
             real = torch.rand(size, generator=self.generator, device=self.device) < self.realistic
             lr = torch.where(real[:, None, None, None], degradation.realistic(hr, scale, self.generator), lr)
+        if self.target_sigma > 0:
+            hr = degradation.target_sensor(hr, self.target_sigma)
         return lr / 255, hr / 255, scale
 
 
@@ -324,6 +330,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="v2 only: drop the trunk's Fourier layers (the spectral-mixing ablation)")
     p.add_argument("--realistic", type=float, default=0.0,
                    help="fraction of samples degraded by the realistic pipeline instead of bicubic")
+    p.add_argument("--target-sigma", type=float, default=0.0,
+                   help="HR targets blurred by a Gaussian PSF of this many HR pixels (a target sensor's MTF)")
     p.add_argument("--lr-reference-batch", type=int, default=0,
                    help="batch size --lr was tuned for; the peak LR is scaled by sqrt(batch / this)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA or CPU)")
@@ -395,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.data is None:
         raise SystemExit("--data is required for training")
-    sampler = PatchSampler(args.data, device, args.seed, args.per_folder, args.realistic)
+    sampler = PatchSampler(args.data, device, args.seed, args.per_folder, args.realistic, args.target_sigma)
     print(f"training on {len(sampler)} images, device {device}, arch {config.arch}", flush=True)
     if args.operator_iters > 0:
         operator = train_stage("operator", operator.to(device).train(), operator_loss, sampler, args,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -73,3 +74,16 @@ def test_gaussian_kernels_normalised_and_oriented() -> None:
     k = degradation.gaussian_kernels(torch.tensor([3.0]), torch.tensor([0.5]), torch.tensor([0.0]), 13)[0]
     assert torch.isclose(k.sum(), torch.tensor(1.0))
     assert k[6].sum() > k[:, 6].sum()  # wide along x when theta = 0
+
+
+def test_target_sensor_has_the_gaussian_mtf_and_keeps_the_mean() -> None:
+    # A horizontal cosine at frequency f (cycles per pixel) keeps the sampled kernel's response at f.
+    x = torch.arange(64, dtype=torch.float32)
+    wave = 128 + 100 * torch.cos(2 * math.pi * x / 8)  # f = 1/8
+    image = wave.expand(1, 3, 64, 64).contiguous()
+    middle = degradation.target_sensor(image, 0.5)[0, 0, 32, 16:48]  # four periods, away from the padding
+    assert middle.mean().item() == pytest.approx(128, abs=1e-3)
+    amplitude = (middle.max() - middle.min()).item() / 2
+    taps = {k: math.exp(-(k**2) / (2 * 0.5**2)) for k in range(-2, 3)}
+    response = sum(w * math.cos(2 * math.pi * k / 8) for k, w in taps.items()) / sum(taps.values())
+    assert amplitude == pytest.approx(100 * response, rel=1e-3)

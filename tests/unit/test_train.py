@@ -61,6 +61,14 @@ def test_sampler_batch_is_protocol_degradation(folder: Path, realistic: float) -
     assert torch.equal(lr, protocol) == (realistic == 0.0)
 
 
+def test_sampler_target_sigma_blurs_the_target_not_the_lr(folder: Path) -> None:
+    sharp = train.PatchSampler(folder, torch.device("cpu"), seed=0, realistic=1.0).batch(4, scale=3)
+    soft = train.PatchSampler(folder, torch.device("cpu"), seed=0, realistic=1.0, target_sigma=0.5).batch(4, scale=3)
+    assert torch.equal(sharp[0], soft[0])
+    assert torch.allclose(soft[1], degradation.target_sensor(sharp[1] * 255, 0.5) / 255)
+    assert soft[1].diff(dim=-1).abs().mean() < sharp[1].diff(dim=-1).abs().mean()
+
+
 def test_lr_scaling() -> None:
     assert train.scaled_lr(1e-4, 1024, 64) == pytest.approx(4e-4)
     assert train.scaled_lr(1e-4, 1024, 0) == 1e-4

@@ -194,7 +194,7 @@ class SceneUpscaler:
         def read_rows(y0: int, y1: int) -> torch.Tensor:
             window = Window(0, y0, src.width, y1 - y0)
             raw = src.read(list(group.source), window=window, out_dtype="float32")
-            valid = self._valid(window, group.source)
+            valid = self._valid(window, group.source, raw)
             lr = np.stack([st.normalise(band) for st, band in zip(stats, raw, strict=True)])
             for band, band_valid, st in zip(lr, valid, stats, strict=True):
                 band[~band_valid] = st.fill
@@ -284,12 +284,13 @@ class SceneUpscaler:
         return self.src.nodata is None and any(
             MaskFlags.per_dataset in flags or MaskFlags.alpha in flags for flags in self.src.mask_flag_enums)
 
-    def _valid(self, window: Window, bands: tuple[int, ...]) -> np.ndarray:
+    def _valid(self, window: Window, bands: tuple[int, ...], values: np.ndarray | None = None) -> np.ndarray:
         """``(bands, h, w)`` bool: each band has a value there (not its nodata, not masked, finite); like
-        GDAL's per-band masks, one band's nodata does not void the others'."""
+        GDAL's per-band masks, one band's nodata does not void the others'. ``values``: those bands' pixels
+        in ``window`` when already read (float data is read again otherwise)."""
         valid = self.src.read_masks(list(bands), window=window) > 0
         if self.dtype.kind == "f":
-            valid &= np.isfinite(self.src.read(list(bands), window=window))
+            valid &= np.isfinite(self.src.read(list(bands), window=window) if values is None else values)
         return valid
 
     # -- the product's description ----------------------------------------------------------------

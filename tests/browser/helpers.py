@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tests.helpers import ROOT
@@ -28,9 +28,11 @@ class PageLog:
         return [u for u in self.requests if not u.startswith((origin + "/", "blob:", "data:"))]
 
 
-def shot(page: Any, name: str, **options: Any) -> Path:
-    """Save a screenshot of the page's state as docs/ui/<name>.jpg (JPEG keeps the committed files small)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.jpg"
-    page.screenshot(path=str(path), type="jpeg", quality=85, **options)
-    return path
+def shot(page: Any, name: str, **options: Any) -> bytes:
+    """A JPEG screenshot of the page's state (JPEG keeps the committed files small). Saved as docs/ui/<name>.jpg,
+    the README's pictures, only when ``HNDSR_UPDATE_SCREENSHOTS=1``: a test run leaves the committed files alone."""
+    image = page.screenshot(type="jpeg", quality=85, **options)
+    if os.environ.get("HNDSR_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        (SCREENSHOTS / f"{name}.jpg").write_bytes(image)
+    return image

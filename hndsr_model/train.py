@@ -331,7 +331,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--realistic", type=float, default=0.0,
                    help="fraction of samples degraded by the realistic pipeline instead of bicubic")
     p.add_argument("--target-sigma", type=float, default=0.0,
-                   help="HR targets blurred by a Gaussian PSF of this many HR pixels (a target sensor's MTF)")
+                   help="HR targets blurred by a Gaussian PSF of this many HR pixels (a target sensor's MTF); "
+                        "evaluate still scores against the sharp HR")
     p.add_argument("--lr-reference-batch", type=int, default=0,
                    help="batch size --lr was tuned for; the peak LR is scaled by sqrt(batch / this)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA or CPU)")
@@ -386,6 +387,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.operator_iters > 0 or args.export_checkpoint:
         # A head learnt another operator's errors: it goes unless it is trained again below.
         uncertainty, config.uncertainty = None, {}
+    if args.target_sigma < 0:
+        raise SystemExit("--target-sigma is a PSF width in HR pixels: 0 (sharp targets) or more")
     if args.no_spectral and args.arch != "v2":
         raise SystemExit("--no-spectral needs --arch v2")
     if args.freeze_trunk:

@@ -1,7 +1,7 @@
 """A real `bentoml serve service:HNDSR` on a free loopback port, and the memory of its processes (Linux /proc).
 
 Shared by the scripts that measure a running server (bench_scene_job.py, load_soak.py, serving_benchmark.py);
-`free_port`, `wait_for_port` and `bento_env` also by replicas.py and the tests. The model comes from the BentoML
+`free_port`, `wait_for_port`, `bento_env`, `BENTOML`, `wait_ready` and `stop` also by replicas.py and the tests. The model comes from the BentoML
 store: run `scripts/serve` or `python -m hndsr_service.model_store` once first. Needs no more than the server's
 own packages (the GPU machine has no pytest).
 """
@@ -58,7 +58,8 @@ def local_server(env: dict[str, str], log: Path | None = None, ready_timeout_s: 
     """``(url, pid)`` of a ready server with ``env`` on top of this process's environment and the Bento's;
     SIGTERM after."""
     port = free_port()
-    full_env = {**bento_env(), **os.environ, "DEVICE": os.environ.get("DEVICE", "cpu"), **env}
+    full_env = {**bento_env(), **os.environ, "DEVICE": os.environ.get("DEVICE", "cpu"), **env,
+                "HOST": "127.0.0.1", "PORT": str(port)}
     out = log.open("wb") if log else subprocess.DEVNULL
     server = subprocess.Popen([*BENTOML, "serve", "service:HNDSR", "--host", "127.0.0.1", "--port", str(port)],
                               cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -67,8 +68,19 @@ def local_server(env: dict[str, str], log: Path | None = None, ready_timeout_s: 
         wait_ready(url, server, ready_timeout_s, log)
         yield url, server.pid
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=90)
+        stop(server, timeout_s=90)
+
+
+def stop(server: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM to the server's process group (it drains), SIGKILL if it has not exited after ``timeout_s``."""
+    if server.poll() is not None:
+        return
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 def wait_ready(url: str, server: subprocess.Popen, timeout_s: float, log: Path | None = None) -> None:

@@ -1,13 +1,14 @@
 """Split the training set into parts that each fit one device call beside the checkout (GPU training sessions).
 
 A call to the lent GPU machine carries at most 64 MiB: the checkout plus the paths it names in ``carry``. The
-108 MB RSSCN7 training set therefore travels in parts, each copied to the machine's /tmp, which outlives the call
-while the machine stays warm (30 s between calls)::
+RSSCN7 training set (106 MiB) therefore travels in parts, each copied to the machine's /tmp, which outlives the
+call while the machine stays warm (30 s between calls)::
 
     .venv/bin/python scripts/gpu_data.py             # writes .gpu-data/part-1 ... (git-ignored), prints the calls
 
-then one call per part, the last one also running the training (``scripts/train_*_gpu.sh /tmp/train ...``).
-Only ``../shared/data/rsscn7/train`` is split: the validation set never travels for training.
+then one call per part, the last one also running the training (``scripts/train_*_gpu.sh /tmp/rsscn7/train
+/tmp/rsscn7/val ...``). Each part holds ``train/<class>/...`` images; the validation set (9 MiB), which those
+scripts score on the GPU after training, goes whole into the last part as ``val/``, a folder of its own.
 """
 
 from __future__ import annotations
@@ -47,22 +48,38 @@ def split(files: list[Path], budget: int) -> list[list[Path]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "rsscn7" / "train")
-    parser.add_argument("--dest", type=Path, default=ROOT / ".gpu-data")
+    data = ROOT.parent / "shared" / "data" / "rsscn7"
+    parser.add_argument("--train", type=Path, default=data / "train")
+    parser.add_argument("--val", type=Path, default=data / "val")
+    parser.add_argument("--dest", type=Path, default=ROOT / ".gpu-data", help="a folder inside the checkout")
     args = parser.parse_args()
-    files = sorted(p for p in args.data.rglob("*") if p.is_file())
+    dest = args.dest.resolve()
+    if not dest.is_relative_to(ROOT) or dest == ROOT:
+        raise SystemExit(f"--dest {dest} must be a folder inside the checkout {ROOT} (calls carry only from there)")
+    train, val = (sorted(p for p in folder.rglob("*") if p.is_file()) for folder in (args.train, args.val))
+    if not train:
+        raise SystemExit(f"no files under {args.train}")
     budget = CALL_LIMIT - MARGIN - checkout_bytes()
-    parts = split(files, budget)
-    shutil.rmtree(args.dest, ignore_errors=True)
+    # The validation set rides with the last part: keep its room free there.
+    parts = split(train, budget)
+    if sum(f.stat().st_size for f in parts[-1] + val) > budget:
+        parts.append([])
+    shutil.rmtree(dest, ignore_errors=True)
     for number, part in enumerate(parts, 1):
-        for path in part:
-            target = args.dest / f"part-{number}" / path.relative_to(args.data)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
-    print(f"{len(files)} files in {len(parts)} parts of at most {budget / 2**20:.1f} MiB under {args.dest}")
+        copy(part, args.train, dest / f"part-{number}" / "train")
+    copy(val, args.val, dest / f"part-{len(parts)}" / "val")
+    print(f"{len(train)} training and {len(val)} validation files in {len(parts)} parts of at most "
+          f"{budget / 2**20:.1f} MiB under {dest}")
     for number in range(1, len(parts) + 1):
-        folder = args.dest.relative_to(ROOT) / f"part-{number}"
-        print(f'  run(command="mkdir -p /tmp/train && cp -r {folder}/. /tmp/train/ && ...", carry=["{folder}"])')
+        folder = dest.relative_to(ROOT) / f"part-{number}"
+        print(f'  run(command="mkdir -p /tmp/rsscn7 && cp -r {folder}/. /tmp/rsscn7/ && ...", carry=["{folder}"])')
+
+
+def copy(files: list[Path], source: Path, target: Path) -> None:
+    for path in files:
+        destination = target / path.relative_to(source)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, destination)
 
 
 if __name__ == "__main__":

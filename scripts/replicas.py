@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _local_server import free_port, wait_for_port
+from _local_server import BENTOML, bento_env, free_port, wait_for_port
 
 from hndsr_service.settings import load_settings
 
@@ -119,11 +119,11 @@ class Replicas:
         for i, port in enumerate(ports, 1):
             # One BENTOML_HOME for all: each server keeps its metrics in a folder of its own
             # (hndsr_service.metrics.setup_multiprocess_store).
-            env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "REDIS_URL": redis_url,
+            env = {**bento_env(), **os.environ, "HOST": "127.0.0.1", "PORT": str(port), "REDIS_URL": redis_url,
                    "TRUSTED_PROXIES": trusted}
             out = (self.work / f"replica{i}.log").open("ab")
             self.replicas.append(subprocess.Popen(
-                ["bentoml", "serve", "service:HNDSR", "--host", "127.0.0.1", "--port", str(port),
+                [*BENTOML, "serve", "service:HNDSR", "--host", "127.0.0.1", "--port", str(port),
                  "--timeout-graceful-shutdown", drain, *self.extra],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
             log(f"replica{i} pid {self.replicas[-1].pid} on 127.0.0.1:{port} (log {self.work}/replica{i}.log)")

@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--in-process-threads", type=int, nargs="*", default=[1, 4],
                        help="threads calling upscale+PNG in process, beside the HTTP clients")
     group.add_argument("--requests-per-client", type=int, default=2,
-                       help="requests each concurrent client sends (at least 8 in all); more on a fast device")
+                       help="requests each concurrent client (and in-process thread) sends, at least 8 in all; "
+                            "more on a fast device")
     group.add_argument("--scene-size", type=int,
                        help="LR side of the big scene (x2); default 8192 on cuda, 1024 on cpu; 0: none")
     group.add_argument("--server-env", nargs="*", default=[], metavar="NAME=VALUE",

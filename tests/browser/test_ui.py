@@ -1,6 +1,6 @@
 """The web page at /ui against the real server, in a real browser: real images at x2 and x4, the split,
 zoom, download, TIFF inputs, a raster beyond the synchronous limit as a job, a 413 and a 422 in words and a
-phone-sized screen. Screenshots go to docs/ui/."""
+phone-sized screen. With HNDSR_UPDATE_SCREENSHOTS=1 the screenshots are saved in docs/ui/."""
 
 from __future__ import annotations
 

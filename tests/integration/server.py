@@ -6,13 +6,10 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-
-from scripts._local_server import BENTOML, bento_env
+from scripts._local_server import BENTOML, bento_env, stop, wait_ready
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,29 +28,13 @@ class Server:
         )
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log.read_text()[-3000:]}")
+        wait_ready(self.url, self.process, timeout, self.log)
 
     def terminate(self) -> None:
         self.process.send_signal(signal.SIGTERM)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop(self.process, timeout_s=40)
 
 
 @contextlib.contextmanager

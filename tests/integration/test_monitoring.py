@@ -19,12 +19,12 @@ import pytest
 import yaml
 
 from hndsr_service.settings import Settings, load_settings
+from scripts._local_server import BENTOML
 from tests.helpers import ROOT, encode, free_port, rgb_image
 from tests.integration.server import Server
 
 pytestmark = pytest.mark.integration
 MONITORING = ROOT / "monitoring"
-BENTOML = Path(sys.executable).with_name("bentoml")
 
 
 def tool(name: str) -> str:
@@ -191,11 +191,11 @@ def test_bento_build_export_and_serve_from_empty_home(bentoml_home: Path, tmp_pa
     cuda_tag = bento_tag(run(sys.executable, str(ROOT / "scripts" / "build.py"), "-f", "bentofile.cuda.yaml"))
     cuda_bento = bentoml_home / "bentos" / "hndsr" / cuda_tag.split(":")[1]
     assert "FROM nvidia/cuda:" in (cuda_bento / "env" / "docker" / "Dockerfile").read_text()
-    model = yaml.safe_load(run(str(BENTOML), "models", "get", "hndsr:latest"))
+    model = yaml.safe_load(run(*BENTOML, "models", "get", "hndsr:latest"))
     assert set(model["metadata"]) >= {"version", "sha256", "quality_rsscn7_val_y_psnr_db"}
     empty_home = tmp_path / "empty_home"
     env = {"BENTOML_HOME": str(empty_home)}
-    subprocess.run([str(BENTOML), "import", str(tmp_path / "hndsr.bento")], check=True, cwd=tmp_path,
+    subprocess.run([*BENTOML, "import", str(tmp_path / "hndsr.bento")], check=True, cwd=tmp_path,
                    env={**os.environ, **env}, capture_output=True)
     server = Server(env, tmp_path / "bento-serve.log", target=tag, cwd=tmp_path)
     try:

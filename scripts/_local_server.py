@@ -1,9 +1,9 @@
 """A real `bentoml serve service:HNDSR` on a free loopback port, and the memory of its processes (Linux /proc).
 
 Shared by the scripts that measure a running server (bench_scene_job.py, load_soak.py, serving_benchmark.py);
-`free_port`, `wait_for_port`, `bento_env`, `BENTOML`, `wait_ready` and `stop` also by replicas.py and the tests. The model comes from the BentoML
-store: run `scripts/serve` or `python -m hndsr_service.model_store` once first. Needs no more than the server's
-own packages (the GPU machine has no pytest).
+`free_port`, `wait_for_port`, `bento_env`, `BENTOML`, `wait_ready` and `stop` also by replicas.py and the tests.
+The model comes from the BentoML store: run `scripts/serve` or `python -m hndsr_service.model_store` once first.
+Needs no more than the server's own packages (the GPU machine has no pytest).
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ def checkout_bytes() -> int:
     """What every call carries anyway: tracked files and untracked ones git does not ignore."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, check=True).stdout.split(b"\0")
-    return sum((ROOT / name.decode()).stat().st_size for name in listed if name and (ROOT / name.decode()).is_file())
+    paths = [ROOT / name.decode() for name in listed if name]
+    return sum(path.stat().st_size for path in paths if path.is_file())  # a deleted file is still listed
 
 
 def split(files: list[Path], budget: int) -> list[list[Path]]:

@@ -2,8 +2,9 @@
 
 The lent GPU machines (``/work/.library/device``) have Python 3.12 with torch, NumPy, Pillow, safetensors and
 tifffile, and no network. This collects the exact versions this checkout's ``.venv`` runs for
-``hndsr[serve]`` (BentoML, pydantic, rasterio, ...), minus PyTorch's stack that the machine has, and downloads them as
-manylinux x86-64 wheels for the target Python into ``.whl/`` (git-ignored), where a device call can carry them::
+``hndsr[serve]`` (BentoML, pydantic, rasterio, ...), minus the PyTorch stack that the machine has, and downloads
+them as manylinux x86-64 wheels for the target Python into ``.whl/`` (git-ignored), where a device call can carry
+them::
 
     .venv/bin/python scripts/gpu_wheels.py            # then: scripts/gpu_serving.sh on the machine
 
@@ -38,6 +39,7 @@ def closure(root: str, python_version: str, extras: tuple[str, ...] = ()) -> dic
     recursively (with ``extras`` for the root only, as ``pip install root[extras]`` resolves them)."""
     found: dict[str, str] = {}
     seen: set[tuple[str, tuple[str, ...]]] = set()  # a package is reached again when with other extras
+    environment = {"python_version": python_version, "python_full_version": f"{python_version}.0"}
     pending = [(root, extras)]
     while pending:
         name, wanted = pending.pop()
@@ -49,7 +51,6 @@ def closure(root: str, python_version: str, extras: tuple[str, ...] = ()) -> dic
         for line in dist.requires or []:
             requirement = Requirement(line)
             marker = requirement.marker
-            environment = {"python_version": python_version, "python_full_version": f"{python_version}.0"}
             if marker is None or any(marker.evaluate({**environment, "extra": extra}) for extra in (*wanted, "")):
                 pending.append((requirement.name, tuple(sorted(requirement.extras))))
     return found

@@ -1,7 +1,8 @@
 """A real `bentoml serve service:HNDSR` on a free loopback port, and the memory of its processes (Linux /proc).
 
 Shared by the scripts that measure a running server (bench_scene_job.py, load_soak.py, serving_benchmark.py);
-`free_port`, `wait_for_port`, `bento_env`, `BENTOML`, `wait_ready` and `stop` also by replicas.py and the tests.
+`free_port`, `wait_for_port`, `bento_env`, `BENTOML`, `launch`, `wait_ready` and `stop` also by replicas.py
+and the tests.
 The model comes from the BentoML store: run `scripts/serve` or `python -m hndsr_service.model_store` once first.
 Needs no more than the server's own packages (the GPU machine has no pytest).
 """
@@ -58,17 +59,23 @@ def local_server(env: dict[str, str], log: Path | None = None, ready_timeout_s: 
     """``(url, pid)`` of a ready server with ``env`` on top of this process's environment and the Bento's;
     SIGTERM after."""
     port = free_port()
-    full_env = {**bento_env(), **os.environ, "DEVICE": os.environ.get("DEVICE", "cpu"), **env,
-                "HOST": "127.0.0.1", "PORT": str(port)}
-    out = log.open("wb") if log else subprocess.DEVNULL
-    server = subprocess.Popen([*BENTOML, "serve", "service:HNDSR", "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    server = launch(port, {"DEVICE": os.environ.get("DEVICE", "cpu"), **env}, log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, server, ready_timeout_s, log)
         yield url, server.pid
     finally:
         stop(server, timeout_s=90)
+
+
+def launch(port: int, env: dict[str, str], log: Path | None, *options: str, target: str = "service:HNDSR",
+           cwd: Path = ROOT) -> subprocess.Popen:
+    """``bentoml serve target`` on the loopback ``port``, in a process group of its own, under the Bento's envs,
+    then this process's environment, then ``env``; its output goes to ``log``."""
+    full_env = {**bento_env(), **os.environ, **env, "HOST": "127.0.0.1", "PORT": str(port)}
+    out = log.open("wb") if log else subprocess.DEVNULL
+    return subprocess.Popen([*BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port), *options],
+                            cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop(server: subprocess.Popen, timeout_s: float) -> None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from scripts._local_server import BENTOML, bento_env, stop, wait_ready
+from scripts._local_server import launch, stop, wait_ready
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,12 +18,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        full_env = {**bento_env(), **os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "DEVICE": "cpu", **env}
-        self.process = subprocess.Popen(
-            [*BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(self.port),
-             "--timeout-graceful-shutdown", "30"],
-            cwd=cwd, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        self.process = launch(self.port, {"DEVICE": "cpu", **env}, log, "--timeout-graceful-shutdown", "30",
+                              target=target, cwd=cwd)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         wait_ready(self.url, self.process, timeout, self.log)

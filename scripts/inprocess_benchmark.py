@@ -52,6 +52,7 @@ class Load:
     per_second: float
     p50_ms: float
     p99_ms: float
+    server_p50_ms: float | None = None  # HTTP: the median inference time the server reported (x-hndsr-latency-ms)
 
     @classmethod
     def of(cls, latencies: list[float], errors: int, seconds: float) -> Load:
@@ -61,8 +62,9 @@ class Load:
 
     def row(self, label: str) -> str:
         failed = f"  ({self.errors} failed)" if self.errors else ""
+        server = f"   server inference p50 {self.server_p50_ms:6.1f} ms" if self.server_p50_ms is not None else ""
         return (f"  {label:34s} {self.per_second:7.2f} req/s   p50 {self.p50_ms:8.1f} ms   p99 {self.p99_ms:8.1f} ms"
-                f"   n={self.requests}{failed}")
+                f"{server}   n={self.requests}{failed}")
 
 
 def model_only(pipeline: HNDSRPipeline, repeats: int, batch: int | None = None, bf16: bool = False

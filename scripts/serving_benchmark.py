@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import httpx
@@ -66,6 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "more on a fast device")
     group.add_argument("--scene-size", type=int,
                        help="LR side of the big scene (x2); default 8192 on cuda, 1024 on cpu; 0: none")
+    group.add_argument("--endpoints", nargs="*", choices=["upscale", "infer"], default=["upscale", "infer"],
+                       help="the endpoints the clients drive")
+    group.add_argument("--upscale-format", choices=["png", "jpeg"], default="png",
+                       help="output_format of the clients' /upscale requests")
     group.add_argument("--server-env", nargs="*", default=[], metavar="NAME=VALUE",
                        help="settings for the server, e.g. BATCH_WAIT_MS=5")
     group.add_argument("--omp-child", action="store_true", help=argparse.SUPPRESS)
@@ -112,9 +116,10 @@ def serving(args: argparse.Namespace) -> None:
                           for threads in args.in_process_threads if args.clients}
             for threads, stats in in_process.items():
                 print(stats.row(f"in-process upscale+PNG, {threads} thr"), flush=True)
-            http = {endpoint: {clients: http_load(url, endpoint, upload, clients, args.requests_per_client)
+            http = {endpoint: {clients: http_load(url, endpoint, upload, clients, args.requests_per_client,
+                                                  args.upscale_format)
                                for clients in args.clients}
-                    for endpoint in ("upscale", "infer")}
+                    for endpoint in args.endpoints}
     size = (8192 if pipeline.device.type == "cuda" else 1024) if args.scene_size is None else args.scene_size
     scene = big_scene(pipeline, size) if size else {}
     if scene:
@@ -166,12 +171,13 @@ def http_ratios(pipeline: HNDSRPipeline, image: np.ndarray, upload: bytes, url: 
     return figures
 
 
-def http_load(url: str, endpoint: str, upload: bytes, clients: int, per_client: int) -> Load:
+def http_load(url: str, endpoint: str, upload: bytes, clients: int, per_client: int, output_format: str = "png"
+              ) -> Load:
     """``clients`` concurrent clients, ``per_client`` requests each (at least eight in all)."""
     if endpoint == "upscale":
         def request(client: httpx.AsyncClient) -> Awaitable[httpx.Response]:
             return client.post("/upscale", files={"image": ("input.png", upload, "image/png")},
-                               data={"scale_factor": str(SCALE)})
+                               data={"scale_factor": str(SCALE), "output_format": output_format})
     else:
         body = {"image": base64.b64encode(upload).decode(), "scale_factor": SCALE}
 
@@ -179,13 +185,23 @@ def http_load(url: str, endpoint: str, upload: bytes, clients: int, per_client: 
             return client.post("/infer", json=body)
 
     stats = asyncio.run(drive(url, request, clients, max(8, per_client * clients)))
-    print(stats.row(f"HTTP /{endpoint}, {clients} clients") + f"; {load_average()}", flush=True)
+    label = f" {output_format}" if endpoint == "upscale" and output_format != "png" else ""
+    print(stats.row(f"HTTP /{endpoint}{label}, {clients} clients") + f"; {load_average()}", flush=True)
     return stats
+
+
+def reported_inference_ms(response: httpx.Response, body: dict | None) -> float | None:
+    """The inference time the server reports: a header of ``/upscale``, ``metadata.latency_ms`` of ``/infer``."""
+    if "x-hndsr-latency-ms" in response.headers:
+        return float(response.headers["x-hndsr-latency-ms"])
+    metadata = (body or {}).get("metadata")
+    return float(metadata["latency_ms"]) if metadata else None
 
 
 async def drive(url: str, request: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]], clients: int,
                 total: int) -> Load:
     latencies: list[float] = []
+    inference_ms: list[float] = []  # what the server reports: its slot-held inference time, without the queue
     errors = 0
     tickets = iter(range(total))  # shared: each request is sent by whichever client is free
 
@@ -194,17 +210,20 @@ async def drive(url: str, request: Callable[[httpx.AsyncClient], Awaitable[httpx
         for _ in tickets:
             started = time.perf_counter()
             response = await request(client)
-            if response.status_code == 200 and response.headers["content-type"].startswith("application/json"):
-                response.json()  # a JSON client parses what it gets
+            json_body = response.status_code == 200 and response.headers["content-type"].startswith("application/json")
+            body = response.json() if json_body else None  # a JSON client parses what it gets
             latencies.append(time.perf_counter() - started)
             errors += response.status_code != 200
+            if (reported := reported_inference_ms(response, body)) is not None:
+                inference_ms.append(reported)
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         await request(client)  # warm-up
         started = time.perf_counter()
         await asyncio.gather(*(client_loop(client) for _ in range(clients)))
-        return Load.of(latencies, errors, time.perf_counter() - started)
+        load = Load.of(latencies, errors, time.perf_counter() - started)
+        return replace(load, server_p50_ms=statistics.median(inference_ms)) if inference_ms else load
 
 
 # -- --batching ----------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hndsr_model.operator import NeuralOperatorSR, ScaleAwareDecoder, SpectralMixing
+from hndsr_model.operator import NeuralOperatorSR, ScaleAwareDecoder, SpectralMixing, spectral_bases
 from hndsr_model.operator_v2 import ESA, LocalFeatureBlock, NeuralOperatorSRv2
 from hndsr_model.weights import ModelConfig, WeightsError, build_networks, load_weights, manifest_path, save_weights
 
@@ -42,6 +42,21 @@ def test_dft_spectral_matches_fft(size: tuple[int, int]) -> None:
     layer = SpectralMixing(6, 5)
     x = torch.randn(2, 6, *size)
     assert torch.allclose(layer(x), fft_spectral(layer, x), atol=1e-5)
+
+
+def test_spectral_bases_made_once_per_shape_serve_inference_and_training() -> None:
+    """The DFT bases are cached per shape. Ones first made under ``inference_mode`` (the service) must not be
+    inference tensors: training on the same shape afterwards saves them for its backward pass."""
+    spectral_bases.cache_clear()
+    torch.manual_seed(0)
+    layer = SpectralMixing(6, 5)
+    x = torch.randn(2, 6, 13, 17)
+    with torch.inference_mode():
+        served = layer(x)
+    trained = layer(x)
+    trained.square().sum().backward()
+    assert torch.equal(trained.detach(), served) and layer.weight.grad is not None
+    assert spectral_bases.cache_info().currsize == 1 and spectral_bases.cache_info().hits == 1
 
 
 @pytest.mark.parametrize("scale", range(2, 9))

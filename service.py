@@ -90,6 +90,7 @@ class HNDSR:
 
     _previous_sigterm: Any = None
     _jobs_task: asyncio.Future | None = None
+    _settle_task: asyncio.Future | None = None
 
     def __init__(self) -> None:
         self.runner = runner
@@ -109,9 +110,11 @@ class HNDSR:
             logger.error("%s", state.failure)
 
     @bentoml.on_startup
-    async def start_jobs(self) -> None:
-        """The scene-job worker lives on the server's event loop, beside the APIs it shares slots with."""
+    async def start_background_tasks(self) -> None:
+        """The scene-job worker lives on the server's event loop, beside the APIs it shares slots with; so does
+        the settling of the heap once the load stops."""
         self._jobs_task = asyncio.ensure_future(jobs.run_forever())
+        self._settle_task = asyncio.ensure_future(runner.settle_when_idle())
 
     def _weights_path(self) -> Path:
         if settings.weights_path is not None:

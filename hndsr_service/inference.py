@@ -5,7 +5,8 @@ slots and the work (the pipeline or a raster product) in a worker thread; while 
 the deadline and whether the client is still there;
 either one stops the model at its next tile or diffusion step, and the slot is released only once
 the thread has really stopped. After the work its thread hands the C heap's free pages back to the
-system (:class:`HeapTrimmer`), so that the worker's memory stays flat under sustained load.
+system (:class:`HeapTrimmer`), so that the worker's memory stays flat under sustained load, and once the
+load stops the worker settles (:meth:`InferenceRunner.settle_when_idle`): what it then holds is what it keeps.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -52,10 +54,12 @@ class HeapTrimmer:
     def __init__(self, interval_s: float = 1.0) -> None:
         self.interval_s = interval_s
         self.last = 0.0
+        self.work_since_settled = False
         self.lock = threading.Lock()
         self.trim = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
 
     def __call__(self) -> None:
+        self.work_since_settled = True
         if self.trim is None or time.monotonic() - self.last < self.interval_s:
             return
         if self.lock.acquire(blocking=False):  # another thread is trimming: that one is enough
@@ -65,12 +69,35 @@ class HeapTrimmer:
             finally:
                 self.lock.release()
 
+    def settle(self) -> None:
+        """Collect cyclic garbage, then trim: the last requests' buffers (encoded after the last trim, or kept
+        by a reference cycle until a full collection that an idle process may never run) go back too."""
+        self.work_since_settled = False
+        gc.collect()
+        with self.lock:
+            if self.trim is not None:
+                self.trim(0)
+            self.last = time.monotonic()
+
 
 class InferenceRunner:
     def __init__(self, state: ServiceState) -> None:
         self.state = state
         self.slots = asyncio.Semaphore(state.settings.max_concurrent)
         self.trim_heap = HeapTrimmer()
+
+    async def settle_when_idle(self, poll_s: float = 1.0) -> None:
+        """Forever: once the worker has been idle (:attr:`ServiceState.idle`) for a whole poll after some work,
+        settle its heap (:meth:`HeapTrimmer.settle`, in a thread: a full collection takes tens of ms).
+
+        Under load the trims keep the worker flat; this is the trailing one, so that a worker at rest holds
+        what it keeps, not what its last second of work happened to leave."""
+        quiet_polls = 0
+        while True:
+            await asyncio.sleep(poll_s)
+            quiet_polls = quiet_polls + 1 if self.state.idle else 0
+            if quiet_polls >= 2 and self.trim_heap.work_since_settled:
+                await run_in_thread(self.trim_heap.settle)
 
     @contextlib.asynccontextmanager
     async def slot(self, timeout_s: float | None = None) -> AsyncIterator[None]:

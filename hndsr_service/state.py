@@ -73,6 +73,11 @@ class ServiceState:
         """Inference requests admitted in this process and not yet answered."""
         return self._in_flight
 
+    @property
+    def idle(self) -> bool:
+        """No request in flight and no inference (a scene job's included) holding a slot."""
+        return self._in_flight == 0 and self._running == 0
+
     @contextlib.contextmanager
     def inference_running(self) -> Iterator[None]:
         """Count an inference holding a concurrency slot (``hndsr_inferences_running``)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -155,3 +156,9 @@ def rss_bytes(pid: int) -> int | None:
     except OSError:
         return None
     return int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+
+
+if __name__ == "__main__":  # scripts/serve: the Bento's envs as shell defaults, except where it listens
+    for name, value in bento_env().items():
+        if name not in ("HOST", "PORT"):
+            print(f": \"${{{name}:={shlex.quote(value)}}}\"; export {name}")

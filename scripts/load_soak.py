@@ -12,9 +12,9 @@ over seconds, slow readers, and requests abandoned mid-inference. One more clien
 address into the rate limit; the others move to a new loopback address before they come near it.
 
 Prints (and writes with --json) the statuses per kind of request, p50/p95/p99 of accepted (200) requests,
-the worker's resident memory (every second; and at rest, with nothing in flight and the heap trimmed, once
-warm and at the end: the clients pause for it) and the server's ``hndsr_requests_total`` for the routes the
-clients use beside the client's own counts. Exits 1 when a check fails: a status the service is not
+the worker's resident memory (every second; and at rest, once warm and at the end, when the worker has
+settled: nothing in flight, garbage collected, heap trimmed; the clients pause for it) and the server's
+``hndsr_requests_total`` for the routes the clients use beside the client's own counts. Exits 1 when a check fails: a status the service is not
 designed to give that request (a 500 above all), a transport error, metrics that disagree with the client,
 or growth of the memory at rest over --max-growth-mb.
 """
@@ -55,6 +55,7 @@ HAMMER_ADDRESS = "127.0.0.254"
 # close it under a request the client has just started sending on it (a transport error that is nobody's bug).
 CLIENT_LIMITS = httpx.Limits(keepalive_expiry=2.0)
 MB = 2**20
+SETTLED_AFTER_S = 3.5  # the worker settles after two idle polls of a second each; and half a second's margin
 
 
 @dataclass
@@ -423,11 +424,11 @@ async def drive(url: str, args: argparse.Namespace, payloads: Payloads, worker: 
 
 
 async def rest_rss_mb(url: str, worker: int, payloads: Payloads, outcomes: list[Outcome], readings: int = 3) -> float:
-    """The worker's resident memory with nothing in flight and its heap trimmed: what it keeps, not what the
-    work of the moment holds (that swings by a few hundred MB). One small request after a second's pause
-    trims the heap (inference.HeapTrimmer). The least of ``readings`` such readings: what is still settling
-    (a collection not yet run, a trim that another thread's allocation undid) only ever adds, and one reading
-    alone moved by +-45 MB between one-minute runs."""
+    """The worker's resident memory once it has settled at rest: what it keeps, not what the work of the moment
+    holds (that swings by a few hundred MB). A small request (it must still be answered), then a pause past
+    the worker's own settling, two idle polls after the last work (``InferenceRunner.settle_when_idle``: cyclic
+    garbage collected, heap trimmed). The least of ``readings`` such readings: what is still settling only ever
+    adds."""
     deadline = time.monotonic() + 120  # every request ends within REQUEST_TIMEOUT_S; abandoned ones at a tile
     while await asyncio.to_thread(active_requests, url) > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
@@ -435,9 +436,8 @@ async def rest_rss_mb(url: str, worker: int, payloads: Payloads, outcomes: list[
     found = []
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         for _ in range(readings):
-            await asyncio.sleep(1.1)
             outcomes.append(await timed("at_rest", http.post("/infer", json=body)))
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(SETTLED_AFTER_S)
             found.append((rss_bytes(worker) or 0) / MB)
     return min(found)
 

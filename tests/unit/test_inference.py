@@ -122,3 +122,37 @@ def test_the_heap_is_trimmed_at_most_once_per_interval() -> None:
     trimmer.last -= 61
     trimmer()
     assert calls == [0, 0]
+
+
+class Cycle:
+    """An object in a reference cycle: only a full garbage collection frees it and what it holds."""
+
+    def __init__(self, refs: list[weakref.ref]) -> None:
+        self.me = self
+        self.buffer = np.zeros((256, 256), np.float32)
+        refs.append(weakref.ref(self.buffer))
+
+
+def test_an_idle_worker_settles_once_after_work_and_not_while_busy() -> None:
+    """After the load stops, the runner collects cyclic garbage and trims the heap, once; never while a
+    request is in flight."""
+    runner = InferenceRunner(ServiceState(load_settings({})))
+    trims: list[int] = []
+    runner.trim_heap.trim = trims.append
+    refs: list[weakref.ref] = []
+
+    async def scenario() -> None:
+        settling = asyncio.ensure_future(runner.settle_when_idle(poll_s=0.05))
+        with runner.state.request_in_flight():
+            runner.trim_heap.last -= 60  # due: the work's own trim runs
+            runner.trim_heap()  # what every inference does as it ends
+            Cycle(refs)
+            await asyncio.sleep(0.3)
+            assert refs[0]() is not None and trims == [0], "settled while a request was in flight"
+        await asyncio.sleep(0.3)
+        assert refs[0]() is None, "the idle worker kept the cycle's buffer"
+        assert trims == [0, 0], "one trailing trim after the load stopped, and only one"
+        settling.cancel()
+
+    with without_garbage_collection():
+        asyncio.run(scenario())

@@ -1,0 +1,85 @@
+"""What a worker keeps for each new image shape it meets: resident memory after rounds of new shapes.
+
+Each round upscales ``--per-round`` images of new random sizes (16-200 px, x2-x4) on the CPU, then collects
+garbage and trims the heap (as the worker does once idle) and prints the growth of RSS over a warm start. One
+fresh process per oneDNN primitive-cache capacity (``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` is read once, at start),
+then the same upscales of one repeated shape, timed (docs/load_soak.md)::
+
+    .venv/bin/python scripts/shape_memory.py --capacities default 64 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import gc
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MB = 2**20
+
+
+def settled_rss_mb() -> float:
+    gc.collect()
+    ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / MB
+
+
+def child(rounds: int, per_round: int) -> None:
+    import torch
+
+    from hndsr_model.pipeline import HNDSRPipeline
+
+    torch.set_num_threads(2)
+    pipeline = HNDSRPipeline.from_pretrained(ROOT / "hndsr_model" / "weights" / "hndsr.safetensors", device="cpu")
+    rng = np.random.default_rng(0)
+    repeated = rng.integers(0, 256, (64, 64, 3), np.uint8)
+    for _ in range(3):
+        pipeline.upscale(repeated, 2)
+    base = settled_rss_mb()
+    growth = []
+    for _ in range(rounds):
+        for _ in range(per_round):
+            height, width = rng.integers(16, 201, 2)
+            pipeline.upscale(rng.integers(0, 256, (height, width, 3), np.uint8), int(rng.integers(2, 5)))
+        growth.append(f"{settled_rss_mb() - base:+.1f}")
+    times = []
+    for _ in range(15):
+        started = time.perf_counter()
+        pipeline.upscale(repeated, 2)
+        times.append(time.perf_counter() - started)
+    capacity = os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "default")
+    print(f"  capacity {capacity:>7s}: growth after each round of {per_round} new shapes (MB) {' '.join(growth)};"
+          f" 64x64 x2 repeated: median {statistics.median(times) * 1000:.1f} ms", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--capacities", nargs="+", default=["default", "64", "0"])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--per-round", type=int, default=40)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.rounds, args.per_round)
+        return
+    print(f"memory kept per new image shape, cpu; load average {os.getloadavg()[0]:.2f}", flush=True)
+    for capacity in args.capacities:
+        env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+        if capacity != "default":
+            env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = capacity
+        subprocess.run([sys.executable, __file__, "--child", "--rounds", str(args.rounds),
+                        "--per-round", str(args.per_round)], env=env, check=True, cwd=ROOT)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,10 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import io
+import os
 import re
 import struct
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from isal import isal_zlib
@@ -74,6 +77,8 @@ PILLOW_OPTIONS = {"jpeg": {"format": "JPEG", "quality": 95},
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_UP = 2  # row filter "Up": each byte minus the byte above it, mod 256 (zeros above the first row)
 PNG_MAX_CHUNK = 2**31 - 1
+ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, "fastest" level; 0x7801 is a multiple of 31 as zlib requires
+DEFLATE_STRIP_BYTES = 256 * 2**10  # below this a strip's own cost and lost matches outweigh another core
 
 
 def output_format(requested: str | None, accept: str | None, input_is_tiff: bool) -> str:
@@ -129,11 +134,11 @@ def encode(image: np.ndarray, fmt: str, uncertainty: np.ndarray | None = None) -
 
 def encode_png(image: np.ndarray) -> bytes:
     """``(H, W, 3) uint8`` -> an 8-bit RGB PNG: every row "Up"-filtered (one NumPy subtraction) and deflated
-    by ISA-L at level 1, which releases the GIL while it works.
+    by ISA-L at level 1, which releases the GIL while it works, in strips on the host's cores (:func:`deflate`).
 
-    12 ms for a 1024x1024 super-resolved output, against 120 ms for Pillow at ``compress_level=1`` (which
-    tries every filter on every row, then zlib) and 70 ms for libpng; and smaller than both. fpng was 6 ms
-    but holds the GIL throughout (stalling the event loop) and 30 % larger (docs/throughput.md).
+    12 ms for a 1024x1024 super-resolved output in one strip, against 120 ms for Pillow at ``compress_level=1``
+    (which tries every filter on every row, then zlib) and 70 ms for libpng; and smaller than both. fpng was
+    6 ms but holds the GIL throughout (stalling the event loop) and 30 % larger (docs/throughput.md).
     """
     height, width, _ = image.shape
     rows = np.ascontiguousarray(image).reshape(height, width * 3)
@@ -141,10 +146,44 @@ def encode_png(image: np.ndarray) -> bytes:
     filtered[:, 0] = PNG_UP
     filtered[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps, as PNG's filters do
-    data = memoryview(isal_zlib.compress(filtered, 1))
+    data = memoryview(deflate(filtered))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit truecolour, deflate, no interlace
     idat = [_png_chunk(b"IDAT", data[i : i + PNG_MAX_CHUNK]) for i in range(0, len(data), PNG_MAX_CHUNK)]
     return b"".join([PNG_SIGNATURE, _png_chunk(b"IHDR", header), *idat, _png_chunk(b"IEND", b"")])
+
+
+def deflate(data: np.ndarray) -> bytes:
+    """A zlib stream of ``data`` at level 1, deflated in strips at once on the host's cores, as pigz does: each
+    strip a raw deflate stream of its own, all but the last ended by a sync flush (so no block is marked final),
+    joined between the zlib header and the Adler-32 of the whole. A 1024x1024 output's PNG on 2 cores: 7.8 ms
+    in two strips against 10.6-12.6 ms in one, 0.05 % larger (a strip starts without the previous one's window)."""
+    view = memoryview(np.ascontiguousarray(data)).cast("B")
+    strips = min(_deflate_workers(), len(view) // DEFLATE_STRIP_BYTES)
+    if strips <= 1:
+        return isal_zlib.compress(view, 1)
+    step = -(-len(view) // strips)
+    pieces = [view[start : start + step] for start in range(0, len(view), step)]
+    others = [_deflate_pool().submit(_deflate_strip, piece) for piece in pieces[:-1]]
+    last = isal_zlib.compressobj(1, isal_zlib.DEFLATED, -15)  # meanwhile this thread deflates the last strip
+    tail = last.compress(pieces[-1]) + last.flush(isal_zlib.Z_FINISH)
+    return b"".join([ZLIB_HEADER, *(strip.result() for strip in others), tail,
+                     struct.pack(">I", isal_zlib.adler32(view))])
+
+
+def _deflate_strip(piece: memoryview) -> bytes:
+    strip = isal_zlib.compressobj(1, isal_zlib.DEFLATED, -15)  # raw deflate: the header is written once
+    return strip.compress(piece) + strip.flush(isal_zlib.Z_SYNC_FLUSH)
+
+
+@functools.cache
+def _deflate_workers() -> int:
+    """The cores this process may use (a container's CPU set, say)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@functools.cache
+def _deflate_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(_deflate_workers() - 1 or 1, thread_name_prefix="png-deflate")
 
 
 def _png_chunk(kind: bytes, data: bytes | memoryview) -> bytes:

@@ -12,6 +12,7 @@ from rasterio.io import MemoryFile
 
 from hndsr_model.data import to_rgb8
 from hndsr_model.quality import y_psnr
+from hndsr_service import imaging
 from hndsr_service.errors import ServiceError
 from hndsr_service.imaging import check_output, decode_base64, decode_image, output_format
 from hndsr_service.imaging import encode as encode_as
@@ -106,14 +107,26 @@ def test_to_rgb8_constant_band_does_not_divide_by_zero() -> None:
     assert to_rgb8(np.full((4, 4), 7.0)).shape == (4, 4, 3)
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (33, 47), (300, 256)])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (33, 47), (300, 256), (700, 650)])
 def test_png_encoder_is_lossless_for_pillow_and_libpng(shape: tuple[int, int]) -> None:
+    """(700, 650): 1.4 MB of rows, deflated in strips on every core of the machine (two or more)."""
     # Noise makes the "Up" filter wrap around 0 and 255 everywhere; a non-contiguous view must work too.
     image = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 6), np.uint8)[:, :, ::2]
     data = encode_as(image, "png")
     assert np.array_equal(decode_image(data, 10**6), image)  # Pillow checks every chunk's CRC
     with MemoryFile(data) as memory, memory.open() as png:  # GDAL's PNG driver reads through libpng
         assert png.driver == "PNG" and np.array_equal(np.moveaxis(png.read(), 0, -1), image)
+
+
+@pytest.mark.parametrize("strips", [2, 3, 7])
+def test_deflate_in_strips_is_one_valid_zlib_stream(strips: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However many cores: the strips join into one stream that zlib inflates (checking the Adler-32) to the
+    input, about as small as one strip's."""
+    monkeypatch.setattr(imaging, "_deflate_workers", lambda: strips)
+    data = np.random.default_rng(strips).integers(0, 4, strips * imaging.DEFLATE_STRIP_BYTES + 17, np.uint8)
+    stream = imaging.deflate(data)
+    assert zlib.decompress(stream) == data.tobytes()
+    assert len(stream) < 1.01 * len(zlib.compress(data.tobytes(), 1))
 
 
 def test_lossless_webp_and_high_quality_jpeg() -> None:

@@ -70,13 +70,13 @@ def local_server(env: dict[str, str], log: Path | None = None, ready_timeout_s: 
 
 
 def launch(port: int, env: dict[str, str], log: Path | None, *options: str, target: str = "service:HNDSR",
-           cwd: Path = ROOT) -> subprocess.Popen:
+           cwd: Path = ROOT, append: bool = False) -> subprocess.Popen:
     """``bentoml serve target`` on the loopback ``port``, in a process group of its own, under the Bento's envs,
-    then this process's environment, then ``env``; its output goes to ``log``."""
+    then this process's environment, then ``env``; its output goes to ``log`` (after what it holds: ``append``)."""
     full_env = {**bento_env(), **os.environ, **env, "HOST": "127.0.0.1", "PORT": str(port)}
-    out = log.open("wb") if log else subprocess.DEVNULL
-    return subprocess.Popen([*BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port), *options],
-                            cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    with log.open("ab" if append else "wb") if log else contextlib.nullcontext(subprocess.DEVNULL) as out:
+        return subprocess.Popen([*BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port), *options],
+                                cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop(server: subprocess.Popen, timeout_s: float) -> None:

@@ -28,11 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _local_server import BENTOML, bento_env, free_port, wait_for_port
+from _local_server import free_port, launch, wait_for_port
 
 from hndsr_service.settings import load_settings
 
-ROOT = Path(__file__).resolve().parents[1]
 RETRY_BUFFER_BYTES = 1 << 18  # requests up to 256 KiB are retried on another replica (HAProxy's tune.bufsize)
 UNAVAILABLE = (
     "HTTP/1.1 503 Service Unavailable\r\n"
@@ -119,13 +118,9 @@ class Replicas:
         for i, port in enumerate(ports, 1):
             # One BENTOML_HOME for all: each server keeps its metrics in a folder of its own
             # (hndsr_service.metrics.setup_multiprocess_store).
-            env = {**bento_env(), **os.environ, "HOST": "127.0.0.1", "PORT": str(port), "REDIS_URL": redis_url,
-                   "TRUSTED_PROXIES": trusted}
-            out = (self.work / f"replica{i}.log").open("ab")
-            self.replicas.append(subprocess.Popen(
-                [*BENTOML, "serve", "service:HNDSR", "--host", "127.0.0.1", "--port", str(port),
-                 "--timeout-graceful-shutdown", drain, *self.extra],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            self.replicas.append(launch(port, {"REDIS_URL": redis_url, "TRUSTED_PROXIES": trusted},
+                                        self.work / f"replica{i}.log", "--timeout-graceful-shutdown", drain,
+                                        *self.extra, append=True))
             log(f"replica{i} pid {self.replicas[-1].pid} on 127.0.0.1:{port} (log {self.work}/replica{i}.log)")
         pem = self._pem()
         timeout_s = load_settings().request_timeout_s + 30  # as the service's own BentoML timeout

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import torch
 from _local_server import local_server
 from benchmark import test_image
 from inprocess_benchmark import Load, big_scene, load_average, model_only, pillow_encode, upscale_load
@@ -72,6 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="output_format of the clients' /upscale requests")
     group.add_argument("--server-env", nargs="*", default=[], metavar="NAME=VALUE",
                        help="settings for the server, e.g. BATCH_WAIT_MS=5")
+    group.add_argument("--gil", action="store_true",
+                       help="a dispatch-bound forward beside a thread running Python, per switch interval")
     group.add_argument("--omp-child", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -81,7 +84,8 @@ def run(args: argparse.Namespace) -> bool:
         omp_child(args.device)
         return True
     sections = [section for name, section in (("serving", serving), ("batching", batching),
-                                              ("encoders", encoders), ("omp", omp)) if getattr(args, name)]
+                                              ("encoders", encoders), ("omp", omp), ("gil", gil))
+                if getattr(args, name)]
     for section in sections:
         section(args)
     return bool(sections)
@@ -390,3 +394,52 @@ def omp_child(device: str) -> None:
         started = time.perf_counter()
         calls[line.strip()]()
         print((time.perf_counter() - started) / per_call[line.strip()], flush=True)
+
+
+# -- --gil ---------------------------------------------------------------------------------------------------
+
+GIL_SWITCH_INTERVALS_S = (0.005, 0.001, 0.0002)  # Python's default first
+
+
+def gil(args: argparse.Namespace) -> None:
+    """The operator on an 8x8 input, where PyTorch's per-operator dispatch is the cost (as kernel launches are
+    on a GPU): alone, and beside a thread running pure Python half the time (2 ms bursts, as an event loop
+    parsing requests), for several interpreter switch intervals. PyTorch lets go of the GIL around every
+    operator and must take it back after each (docs/throughput.md, "Where the time goes")."""
+    pipeline = HNDSRPipeline.from_pretrained(args.weights, device="cpu")
+    operator = pipeline.model.operator
+    tile = torch.rand(1, 3, 8, 8)
+
+    def forward() -> None:
+        with torch.inference_mode():
+            operator.decode(tile, operator.forward_features(tile, 2), 2)
+
+    def python_bursts(stop: threading.Event) -> None:
+        while not stop.is_set():
+            end = time.perf_counter() + 0.002
+            while time.perf_counter() < end:
+                pass
+            time.sleep(0.002)
+
+    def median_ms() -> float:
+        return median_seconds(forward, max(20, args.repeats)) * 1000
+
+    print(f"GIL contention, the operator on an 8x8 input (dispatch-bound), cpu; {load_average()}", flush=True)
+    default = sys.getswitchinterval()
+    try:
+        for interval in GIL_SWITCH_INTERVALS_S:
+            sys.setswitchinterval(interval)
+            alone = median_ms()
+            stop = threading.Event()
+            bursts = threading.Thread(target=python_bursts, args=(stop,))
+            bursts.start()
+            try:
+                shared = median_ms()
+            finally:
+                stop.set()
+                bursts.join()
+            print(f"  switch interval {interval * 1000:4.1f} ms: alone {alone:6.2f} ms, beside Python half the "
+                  f"time {shared:6.2f} ms ({shared / alone:.1f}x)", flush=True)
+    finally:
+        sys.setswitchinterval(default)
+    print(load_average())

@@ -54,7 +54,8 @@ def spectral_bases(height: int, width: int, rows: int, cols: int, device: torch.
     inverse's weight per column, ``(cols,)``. The same for every call of a shape, so made once per shape: made
     in every block's every call they were 168 of the 455 operators of one v2 forward (``torch.profiler``), each
     a kernel launch on a GPU. Ordinary tensors (not inference tensors) without gradients, so inference and
-    training share them."""
+    training share them. Not tried under ``torch.compile`` (``train --compile``, CUDA only), where Dynamo may
+    trace through the cache or break the graph at it."""
     with torch.inference_mode(False), torch.no_grad():
         row_freqs = torch.cat([torch.arange(rows), torch.arange(height - rows, height)]).to(device)
         fh = dft_matrix(row_freqs, height)

@@ -55,11 +55,13 @@ class HeapTrimmer:
         self.interval_s = interval_s
         self.last = 0.0
         self.work_since_settled = False
+        self.last_work = 0.0
         self.lock = threading.Lock()
         self.trim = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
 
     def __call__(self) -> None:
         self.work_since_settled = True
+        self.last_work = time.monotonic()
         if self.trim is None or time.monotonic() - self.last < self.interval_s:
             return
         if self.lock.acquire(blocking=False):  # another thread is trimming: that one is enough
@@ -86,18 +88,20 @@ class InferenceRunner:
         self.slots = asyncio.Semaphore(state.settings.max_concurrent)
         self.trim_heap = HeapTrimmer()
 
-    async def settle_when_idle(self, poll_s: float = 1.0) -> None:
-        """Forever: once the worker has been idle (:attr:`ServiceState.idle`) for a whole poll after some work,
-        settle its heap (:meth:`HeapTrimmer.settle`, in a thread: a full collection takes tens of ms).
+    async def settle_when_idle(self, idle_s: float = 2.0, poll_s: float = 1.0) -> None:
+        """Forever: once nothing is in flight (:attr:`ServiceState.idle`) and the last work ended ``idle_s`` ago,
+        settle the heap once (:meth:`HeapTrimmer.settle`; in a thread, where the trim lets go of the GIL, though
+        the collection, tens of ms, does not).
 
         Under load the trims keep the worker flat; this is the trailing one, so that a worker at rest holds
-        what it keeps, not what its last second of work happened to leave."""
-        quiet_polls = 0
+        what it keeps, not what its last second of work happened to leave. Sparse requests each get one, at
+        most one per ``idle_s``."""
+        trimmer = self.trim_heap
         while True:
             await asyncio.sleep(poll_s)
-            quiet_polls = quiet_polls + 1 if self.state.idle else 0
-            if quiet_polls >= 2 and self.trim_heap.work_since_settled:
-                await run_in_thread(self.trim_heap.settle)
+            quiet_s = time.monotonic() - trimmer.last_work
+            if trimmer.work_since_settled and self.state.idle and quiet_s >= idle_s:
+                await run_in_thread(trimmer.settle)
 
     @contextlib.asynccontextmanager
     async def slot(self, timeout_s: float | None = None) -> AsyncIterator[None]:

@@ -161,4 +161,4 @@ def rss_bytes(pid: int) -> int | None:
 if __name__ == "__main__":  # scripts/serve: the Bento's envs as shell defaults, except where it listens
     for name, value in bento_env().items():
         if name not in ("HOST", "PORT"):
-            print(f": \"${{{name}:={shlex.quote(value)}}}\"; export {name}")
+            print(f"[[ -n ${{{name}:-}} ]] || {name}={shlex.quote(value)}; export {name}")

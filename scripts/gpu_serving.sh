@@ -23,6 +23,11 @@
 # clients with 32 slots (PNG, PNG without the micro-batcher, JPEG).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+mode=${1:-}
+case $mode in
+  ""|--quick|--workers|--slots) ;;
+  *) echo "usage: $0 [--quick | --workers | --slots]" >&2; exit 2 ;;
+esac
 out=${OUT:-/tmp/hndsr-gpu-serving} wheels=${WHEELS:-.whl} device=${DEVICE:-cuda} python=${PYTHON:-python3}
 site=$(mktemp -d /tmp/hndsr-site-XXXX)
 mkdir -p "$out"
@@ -30,7 +35,6 @@ mkdir -p "$out"
 # The benchmark's in-process figures under the server's OpenMP policy (the Bento's envs give the server PASSIVE).
 export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1 BENTOML_DO_NOT_TRACK=True BENTOML_HOME="$site/bentoml" \
   OMP_WAIT_POLICY=PASSIVE
-mode=${1:-}
 if [[ $mode == --quick ]]; then  # the rehearsal: every step, few requests
   full=(--clients 1 4 --in-process-threads 1 --ratio-repeats 2 --repeats 2 --scene-size 0)
   slots=(--clients 4 --in-process-threads --ratio-repeats 0 --repeats 1 --scene-size 0)
@@ -54,8 +58,11 @@ bench() {  # log name, then benchmark.py options; a failure is remembered, and t
   "$python" scripts/benchmark.py --serving --device "$device" "$@" 2>&1 | tee "$out/$name.log" || status=1
 }
 profile() {  # log name; samples the benchmark, its server and the server's workers while the clients run
-  local log=$out/$1.log pid
-  until grep -q "server up" "$log" 2>/dev/null; do sleep 0.5; done
+  local log=$out/$1.log pid tries=600
+  until grep -q "server up" "$log" 2>/dev/null; do  # 5 minutes at most: a server that never came up
+    (( --tries )) || return
+    sleep 0.5
+  done
   sleep 3  # past the warm-up request, into the steady load
   pid=$(pgrep -n -f "scripts/benchmark.py --serving")
   for kind in threads gil; do  # every running thread; then only the thread holding each process's GIL

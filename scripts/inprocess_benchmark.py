@@ -52,7 +52,7 @@ class Load:
     per_second: float
     p50_ms: float
     p99_ms: float
-    server_p50_ms: float | None = None  # HTTP: the median inference time the server reported (x-hndsr-latency-ms)
+    server_p50_ms: float | None = None  # HTTP: the median inference time the server reported (header, JSON)
 
     @classmethod
     def of(cls, latencies: list[float], errors: int, seconds: float) -> Load:

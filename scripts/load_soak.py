@@ -55,7 +55,7 @@ HAMMER_ADDRESS = "127.0.0.254"
 # close it under a request the client has just started sending on it (a transport error that is nobody's bug).
 CLIENT_LIMITS = httpx.Limits(keepalive_expiry=2.0)
 MB = 2**20
-SETTLED_AFTER_S = 3.5  # the worker settles after two idle polls of a second each; and half a second's margin
+SETTLED_AFTER_S = 3.5  # the worker settles 2-3 s after its last work (2 s quiet, polled each second)
 
 
 @dataclass
@@ -426,8 +426,8 @@ async def drive(url: str, args: argparse.Namespace, payloads: Payloads, worker: 
 async def rest_rss_mb(url: str, worker: int, payloads: Payloads, outcomes: list[Outcome], readings: int = 3) -> float:
     """The worker's resident memory once it has settled at rest: what it keeps, not what the work of the moment
     holds (that swings by a few hundred MB). A small request (it must still be answered), then a pause past
-    the worker's own settling, two idle polls after the last work (``InferenceRunner.settle_when_idle``: cyclic
-    garbage collected, heap trimmed). The least of ``readings`` such readings: what is still settling only ever
+    the worker's own settling after its last work (``InferenceRunner.settle_when_idle``: cyclic garbage
+    collected, heap trimmed). The least of ``readings`` such readings: what is still settling only ever
     adds."""
     deadline = time.monotonic() + 120  # every request ends within REQUEST_TIMEOUT_S; abandoned ones at a tile
     while await asyncio.to_thread(active_requests, url) > 0 and time.monotonic() < deadline:

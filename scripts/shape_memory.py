@@ -11,9 +11,6 @@ then the same upscales of one repeated shape, timed (docs/load_soak.md)::
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
-import gc
 import os
 import statistics
 import subprocess
@@ -22,16 +19,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _local_server import rss_bytes
+
+from hndsr_service.inference import HeapTrimmer
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 2**20
 
 
 def settled_rss_mb() -> float:
-    gc.collect()
-    ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / MB
+    """This process's resident memory once settled as an idle worker settles (garbage collected, heap trimmed)."""
+    HeapTrimmer().settle()
+    return (rss_bytes(os.getpid()) or 0) / MB
 
 
 def child(rounds: int, per_round: int) -> None:

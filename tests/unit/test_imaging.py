@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,6 +129,18 @@ def test_deflate_in_strips_is_one_valid_zlib_stream(strips: int, monkeypatch: py
     stream = imaging.deflate(data)
     assert zlib.decompress(stream) == data.tobytes()
     assert len(stream) < 1.01 * len(zlib.compress(data.tobytes(), 1))
+
+
+@pytest.mark.parametrize(("cpu_max", "expected"), [("50000 100000", 1), ("max 100000", None), ("", None)])
+def test_deflate_strips_stay_within_the_cpu_quota(cpu_max: str, expected: int | None, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Half a core of quota (a Kubernetes limit of 500m): one strip; no quota or no cgroup file: every core."""
+    quota = tmp_path / "cpu.max"
+    if cpu_max:
+        quota.write_text(cpu_max + "\n")
+    monkeypatch.setattr(imaging, "CGROUP_CPU_MAX", str(quota))
+    cores = len(os.sched_getaffinity(0))
+    assert imaging._deflate_workers.__wrapped__() == (expected or cores)
 
 
 def test_lossless_webp_and_high_quality_jpeg() -> None:

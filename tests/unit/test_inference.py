@@ -135,21 +135,24 @@ class Cycle:
 
 def test_an_idle_worker_settles_once_after_work_and_not_while_busy() -> None:
     """After the load stops, the runner collects cyclic garbage and trims the heap, once; never while a
-    request is in flight."""
+    request is in flight, nor right after a request that came and went between two polls."""
     runner = InferenceRunner(ServiceState(load_settings({})))
     trims: list[int] = []
     runner.trim_heap.trim = trims.append
     refs: list[weakref.ref] = []
 
     async def scenario() -> None:
-        settling = asyncio.ensure_future(runner.settle_when_idle(poll_s=0.05))
+        settling = asyncio.ensure_future(runner.settle_when_idle(idle_s=0.4, poll_s=0.05))
         with runner.state.request_in_flight():
             runner.trim_heap.last -= 60  # due: the work's own trim runs
             runner.trim_heap()  # what every inference does as it ends
             Cycle(refs)
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.6)
             assert refs[0]() is not None and trims == [0], "settled while a request was in flight"
-        await asyncio.sleep(0.3)
+        runner.trim_heap()  # a request between two polls: the quiet time starts again
+        await asyncio.sleep(0.2)
+        assert refs[0]() is not None and trims == [0], "settled right after work"
+        await asyncio.sleep(0.5)
         assert refs[0]() is None, "the idle worker kept the cycle's buffer"
         assert trims == [0, 0], "one trailing trim after the load stopped, and only one"
         settling.cancel()

@@ -141,8 +141,8 @@ def encode_png(image: np.ndarray) -> bytes:
 
     10-15 ms for a 1024x1024 super-resolved output in one strip, against 90-180 ms for Pillow at
     ``compress_level=1`` (which tries every filter on every row, then zlib) and 70 ms for libpng; and smaller
-    than both. fpng was
-    6 ms but holds the GIL throughout (stalling the event loop) and 30 % larger (docs/throughput.md).
+    than both. fpng was 6 ms but holds the GIL throughout (stalling the event loop) and 30 % larger
+    (docs/throughput.md).
     """
     height, width, _ = image.shape
     rows = np.ascontiguousarray(image).reshape(height, width * 3)

@@ -14,9 +14,9 @@ address into the rate limit; the others move to a new loopback address before th
 Prints (and writes with --json) the statuses per kind of request, p50/p95/p99 of accepted (200) requests,
 the worker's resident memory (every second; and at rest, once warm and at the end, when the worker has
 settled: nothing in flight, garbage collected, heap trimmed; the clients pause for it) and the server's
-``hndsr_requests_total`` for the routes the clients use beside the client's own counts. Exits 1 when a check fails: a status the service is not
-designed to give that request (a 500 above all), a transport error, metrics that disagree with the client,
-or growth of the memory at rest over --max-growth-mb.
+``hndsr_requests_total`` for the routes the clients use beside the client's own counts. Exits 1 when a check
+fails: a status the service is not designed to give that request (a 500 above all), a transport error,
+metrics that disagree with the client, or growth of the memory at rest over --max-growth-mb.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@
 #
 #   WHEELS=/tmp/whl311 DEVICE=cpu PYTHON=/tmp/bare/bin/python bash scripts/gpu_serving.sh --quick
 #
-# The GPU's utilisation is sampled throughout (gpu-dmon.log). `--workers` runs the follow-up instead: 1, 32 and 64 clients against 2, 4 and 8 API worker processes on the one
-# GPU (BentoML's `workers`, set through BENTOML_CONFIG_OVERRIDES; each worker has its own model, slots and
+# The GPU's utilisation is sampled throughout (gpu-dmon.log). `--workers` runs the follow-up instead: 1, 32 and
+# 64 clients against 2, 4 and 8 API worker processes on the one GPU (BentoML's `workers`, set through BENTOML_CONFIG_OVERRIDES; each worker has its own model, slots and
 # micro-batcher), then 32 clients against one worker under py-spy (its wheel added to .whl/ for that call:
 # `pip download py-spy` as in gpu_wheels.py), every process of the run sampled, once all threads and once only
 # the thread holding each process's GIL, as collapsed stacks (profile-*.txt). `--slots` then splits 32 clients'

@@ -1,8 +1,8 @@
 """Where a py-spy profile of the server's worker spent its samples, by the role of the thread.
 
 ``py-spy record --subprocesses -f raw`` writes one collapsed stack per line (``process ...;frame;frame N``).
-This sums the server's worker processes' samples (all workers together) by what the thread was doing: the event loop (HTTP, guards),
-decoding, inference in a slot, the micro-batcher's network runs, encoding, idle pool threads.
+This sums the server's worker processes' samples (all workers together) by what the thread was doing: the
+event loop (HTTP, guards), decoding, inference in a slot, the micro-batcher's network runs, encoding, waiting.
 A profile taken with ``--gil`` counts only the thread holding the GIL: a role's share of it is its share of
 the interpreter. ``scripts/gpu_serving.sh --workers`` records both and runs this on them::
 

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from _local_server import rss_bytes
 
+from hndsr_model.timing import median_seconds
 from hndsr_service.inference import HeapTrimmer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,14 +50,10 @@ def child(rounds: int, per_round: int) -> None:
             height, width = rng.integers(16, 201, 2)
             pipeline.upscale(rng.integers(0, 256, (height, width, 3), np.uint8), int(rng.integers(2, 5)))
         growth.append(f"{settled_rss_mb() - base:+.1f}")
-    times = []
-    for _ in range(15):
-        started = time.perf_counter()
-        pipeline.upscale(repeated, 2)
-        times.append(time.perf_counter() - started)
+    repeated_s = median_seconds(lambda: pipeline.upscale(repeated, 2), 15)
     capacity = os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "default")
     print(f"  capacity {capacity:>7s}: growth after each round of {per_round} new shapes (MB) {' '.join(growth)};"
-          f" 64x64 x2 repeated: median {statistics.median(times) * 1000:.1f} ms", flush=True)
+          f" 64x64 x2 repeated: median {repeated_s * 1000:.1f} ms", flush=True)
 
 
 def main() -> None:

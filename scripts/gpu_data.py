@@ -8,7 +8,8 @@ call while the machine stays warm (30 s between calls)::
 
 then one call per part, the last one also running the training (``scripts/train_*_gpu.sh /tmp/rsscn7/train
 /tmp/rsscn7/val ...``). Each part holds ``train/<class>/...`` images; the validation set (9 MiB), which those
-scripts score on the GPU after training, goes whole into the last part as ``val/``, a folder of its own.
+scripts score on the GPU after training, goes whole into the last part as ``val/``, a folder of its own, and so
+do the real Landsat-8 -> Sentinel-2 pairs (4 MiB) as ``pairs/``.
 """
 
 from __future__ import annotations
@@ -52,24 +53,27 @@ def main() -> None:
     data = ROOT.parent / "shared" / "data" / "rsscn7"
     parser.add_argument("--train", type=Path, default=data / "train")
     parser.add_argument("--val", type=Path, default=data / "val")
+    parser.add_argument("--pairs", type=Path, default=data.parent / "geotiff", help="folder of the real pairs")
     parser.add_argument("--dest", type=Path, default=ROOT / ".gpu-data", help="a folder inside the checkout")
     args = parser.parse_args()
     dest = args.dest.resolve()
     if not dest.is_relative_to(ROOT) or dest == ROOT:
         raise SystemExit(f"--dest {dest} must be a folder inside the checkout {ROOT} (calls carry only from there)")
     train, val = (sorted(p for p in folder.rglob("*") if p.is_file()) for folder in (args.train, args.val))
+    pairs = sorted(args.pairs.glob("scene_*_*.tif"))
     if not train:
         raise SystemExit(f"no files under {args.train}")
     budget = CALL_LIMIT - MARGIN - checkout_bytes()
-    # The validation set rides with the last part: keep its room free there.
+    # The validation set and the pairs ride with the last part: keep their room free there.
     parts = split(train, budget)
-    if sum(f.stat().st_size for f in parts[-1] + val) > budget:
+    if sum(f.stat().st_size for f in parts[-1] + val + pairs) > budget:
         parts.append([])
     shutil.rmtree(dest, ignore_errors=True)
     for number, part in enumerate(parts, 1):
         copy(part, args.train, dest / f"part-{number}" / "train")
     copy(val, args.val, dest / f"part-{len(parts)}" / "val")
-    print(f"{len(train)} training and {len(val)} validation files in {len(parts)} parts of at most "
+    copy(pairs, args.pairs, dest / f"part-{len(parts)}" / "pairs")
+    print(f"{len(train)} training, {len(val)} validation and {len(pairs)} real-pair files in {len(parts)} parts of at most "
           f"{budget / 2**20:.1f} MiB under {dest}")
     for number in range(1, len(parts) + 1):
         folder = dest.relative_to(ROOT) / f"part-{number}"

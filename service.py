@@ -22,7 +22,7 @@ from bentoml.exceptions import NotFound
 from bentoml.validators import ContentType
 
 from hndsr_model.pipeline import DEFAULT_UNCERTAINTY_SAMPLES, HNDSRPipeline
-from hndsr_model.weights import WeightsError
+from hndsr_model.weights import DEFAULT_VARIANT, VARIANT_FILES, WeightsError
 from hndsr_raster import parse_bands
 from hndsr_service import guards, imaging, metrics, openapi, ratelimit, uploads
 from hndsr_service.errors import ServiceError, api_errors, request_id
@@ -30,15 +30,15 @@ from hndsr_service.inference import InferenceRunner
 from hndsr_service.job_store import JobStore
 from hndsr_service.jobs import JobWorker
 from hndsr_service.jobs_api import job_routes
-from hndsr_service.model_store import WEIGHTS_FILE
 from hndsr_service.probes import build_probe_app
-from hndsr_service.products import Product, ProductRequest, make_product
+from hndsr_service.products import Product, ProductRequest, make_product, variant_pipeline
 from hndsr_service.schemas import (
     Bands,
     Base64Image,
     DdimSteps,
     InferMetadata,
     InferResponse,
+    ModelVariant,
     OutputFormat,
     ReturnMetadata,
     ReturnUncertainty,
@@ -98,13 +98,9 @@ class HNDSR:
         if threading.current_thread() is threading.main_thread():
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
-            pipeline = HNDSRPipeline.from_pretrained(
-                self._weights_path(), device=settings.device,
-                tile_size=settings.tile_size, tile_overlap=settings.tile_overlap,
-                tile_batch=settings.tile_batch, batch_wait_ms=settings.batch_wait_ms)
-            pipeline.upscale(np.zeros((32, 32, 3), np.uint8), 4, ddim_steps=1, seed=0)  # warm-up
-            state.model_ready(pipeline)
-            logger.info("HNDSR %s ready on %s", pipeline.version, state.device)
+            state.model_ready({variant: self._load(path) for variant, path in self._weights_paths().items()})
+            logger.info("HNDSR %s ready on %s", ", ".join(f"{variant} {p.version}" for variant, p
+                                                           in state.pipelines.items()), state.device)
         except (WeightsError, NotFound, RuntimeError) as exc:
             state.model_failed(f"model not loaded: {exc}")
             logger.error("%s", state.failure)
@@ -116,10 +112,21 @@ class HNDSR:
         self._jobs_task = asyncio.ensure_future(jobs.run_forever())
         self._settle_task = asyncio.ensure_future(runner.settle_when_idle())
 
-    def _weights_path(self) -> Path:
+    def _weights_paths(self) -> dict[str, Path]:
+        """The weights of every variant to serve: ``WEIGHTS_PATH`` alone as the default, else each variant the
+        stored model holds (the default always: its absence is the model's failure to load)."""
         if settings.weights_path is not None:
-            return settings.weights_path
-        return Path(self.bento_model.path_of(WEIGHTS_FILE))
+            return {DEFAULT_VARIANT: settings.weights_path}
+        paths = {variant: Path(self.bento_model.path_of(name)) for variant, name in VARIANT_FILES.items()}
+        return {variant: path for variant, path in paths.items() if variant == DEFAULT_VARIANT or path.is_file()}
+
+    @staticmethod
+    def _load(weights: Path) -> HNDSRPipeline:
+        pipeline = HNDSRPipeline.from_pretrained(
+            weights, device=settings.device, tile_size=settings.tile_size, tile_overlap=settings.tile_overlap,
+            tile_batch=settings.tile_batch, batch_wait_ms=settings.batch_wait_ms)
+        pipeline.upscale(np.zeros((32, 32, 3), np.uint8), 4, ddim_steps=1, seed=0)  # warm-up
+        return pipeline
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         """Fail readiness and refuse new inferences at once; hand over to the server's own shutdown
@@ -148,6 +155,7 @@ class HNDSR:
         return_metadata: ReturnMetadata = True,
         return_uncertainty: ReturnUncertainty = False,
         uncertainty_samples: UncertaintySamples = DEFAULT_UNCERTAINTY_SAMPLES,
+        model: ModelVariant = DEFAULT_VARIANT,
         *,
         ctx: bentoml.Context,
     ) -> InferResponse:
@@ -156,7 +164,8 @@ class HNDSR:
         data = await run_in_thread(imaging.decode_base64, image)
         product, meta = await self._produce(
             ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format, None,
-                           map_samples(return_uncertainty, uncertainty_samples), uncertainty_file=True), ctx)
+                           map_samples(return_uncertainty, uncertainty_samples), uncertainty_file=True, model=model),
+            ctx)
         encoded = await run_in_thread(_base64, product.content)
         uncertainty = await run_in_thread(_base64, product.uncertainty) if product.uncertainty else None
         width, height = product.output_size
@@ -176,6 +185,7 @@ class HNDSR:
         bands: Bands = None,
         return_uncertainty: ReturnUncertainty = False,
         uncertainty_samples: UncertaintySamples = DEFAULT_UNCERTAINTY_SAMPLES,
+        model: ModelVariant = DEFAULT_VARIANT,
         *,
         ctx: bentoml.Context,
     ) -> ImageFile:
@@ -187,7 +197,8 @@ class HNDSR:
         data = await run_in_thread(image.read_bytes)
         product, meta = await self._produce(
             ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format,
-                           ctx.request.headers.get("accept"), map_samples(return_uncertainty, uncertainty_samples)),
+                           ctx.request.headers.get("accept"), map_samples(return_uncertainty, uncertainty_samples),
+                           model=model),
             ctx)
         ctx.response.headers.update({"x-hndsr-latency-ms": str(meta.latency_ms), "x-hndsr-seed": str(meta.seed)})
         # The request's own temporary folder: BentoML streams the file from it, then empties it.
@@ -196,15 +207,15 @@ class HNDSR:
         return result
 
     async def _produce(self, request: ProductRequest, ctx: bentoml.Context) -> tuple[Product, InferMetadata]:
-        pipeline = state.pipeline
-        if pipeline is None or not state.alive:
+        if state.pipeline is None or not state.alive:
             raise ServiceError(503, "model_unavailable", state.not_ready_reason(), retry_after=30)
+        pipeline = variant_pipeline(state.pipelines, request.model)
         product, seconds = await make_product(pipeline, self.runner, settings, request, ctx.request.is_disconnected)
         meta = InferMetadata(
             input_size=product.input_size, output_size=product.output_size, scale_factor=request.scale,
             ddim_steps=request.ddim_steps, seed=product.seed, latency_ms=round(seconds * 1000, 1),
-            device=state.device, model="hndsr", model_version=pipeline.version, tiles=product.tiles,
-            request_id=request_id(ctx))
+            device=state.device, model="hndsr", model_variant=request.model, model_version=pipeline.version,
+            tiles=product.tiles, request_id=request_id(ctx))
         return product, meta
 
 

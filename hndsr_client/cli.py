@@ -1,8 +1,8 @@
 """The ``hndsr`` command.
 
-    hndsr upscale INPUT OUTPUT --scale 4 [--bands 4,3,2] [--ddim-steps N] [--seed S] [--device cpu|cuda]
-                  [--uncertainty [--uncertainty-samples N]]
-    hndsr submit INPUT OUTPUT --url http://HOST:8000 --scale 4 [--bands 4,3,2] [--api-key KEY]
+    hndsr upscale INPUT OUTPUT --scale 4 [--model bicubic|real] [--bands 4,3,2] [--ddim-steps N] [--seed S]
+                  [--device cpu|cuda] [--uncertainty [--uncertainty-samples N]]
+    hndsr submit INPUT OUTPUT --url http://HOST:8000 --scale 4 [--model bicubic|real] [--bands 4,3,2] [--api-key KEY]
 
 ``upscale`` runs the model here. A TIFF/GeoTIFF INPUT written to a ``.tif``/``.tiff`` OUTPUT becomes a
 georeferenced COG, read and written by windows (any size, bounded memory); any other pair is an image
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from hndsr_model.data import ImageDecodeError, list_images, load_rgb
 from hndsr_model.pipeline import DEFAULT_UNCERTAINTY_SAMPLES, UNCERTAINTY_SAMPLES, HNDSRPipeline
-from hndsr_model.weights import DEFAULT_WEIGHTS, WeightsError
+from hndsr_model.weights import DEFAULT_VARIANT, VARIANT_FILES, WEIGHTS_DIR, WeightsError
 from hndsr_raster import (
     SceneOptions,
     SceneUpscaler,
@@ -86,14 +86,15 @@ def run_upscale(args: argparse.Namespace) -> int:
     if not args.input.exists():
         print(f"error: {args.input} does not exist", file=sys.stderr)
         return 2
+    weights = args.weights or WEIGHTS_DIR / VARIANT_FILES[args.model]
     try:
-        pipeline = HNDSRPipeline.from_pretrained(args.weights, device=args.device)
+        pipeline = HNDSRPipeline.from_pretrained(weights, device=args.device)
     except (WeightsError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.uncertainty and not pipeline.has_uncertainty:
-        print(f"error: --uncertainty: the weights of model {pipeline.version} ({args.weights}) have no uncertainty "
-              "head; use weights that have one (hndsr 2.1.0 or later)", file=sys.stderr)
+        print(f"error: --uncertainty: the weights of model {pipeline.version} ({weights}) have no uncertainty "
+              "head; use weights that have one (--model bicubic of hndsr 2.1.0 or later)", file=sys.stderr)
         return 1
     if not args.input.is_dir():
         try:
@@ -121,7 +122,7 @@ def run_submit(args: argparse.Namespace) -> int:
     bands = ",".join(map(str, args.bands)) if args.bands else None
     try:
         with JobsClient(args.url, api_key=args.api_key) as client:
-            job_id = client.submit(args.input, args.scale, args.ddim_steps, args.seed, bands)
+            job_id = client.submit(args.input, args.scale, args.ddim_steps, args.seed, bands, model=args.model)
             print(f"job {job_id} queued", file=sys.stderr)
             client.wait(job_id, progress=True)
             client.download(job_id, args.output)
@@ -151,6 +152,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=4, choices=range(2, 9), metavar="{2..8}")
     parser.add_argument("--ddim-steps", type=int, default=0, choices=range(0, 51), metavar="{0..50}")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--model", choices=list(VARIANT_FILES), default=DEFAULT_VARIANT,
+                        help="the shipped weights: bicubic (clean imagery; the uncertainty map) or real (sensor-like "
+                             f"blur, noise and compression); default {DEFAULT_VARIANT}")
     parser.add_argument("--bands", type=band_list, default=None, metavar="4,3,2",
                         help="TIFF/GeoTIFF inputs: 1-based bands to keep, in output order")
 
@@ -161,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("upscale", help="super-resolve an image, a GeoTIFF or a folder here")
     add_model_options(up)
     up.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    up.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    up.add_argument("--weights", type=Path, default=None, help="a weights file to use instead of --model's")
     up.add_argument("--uncertainty", action="store_true",
                     help="also write the uncertainty map (sigma of the output's luma, 0..1, float32) beside each "
                          "output as <stem>.uncertainty.tif")

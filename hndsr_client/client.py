@@ -38,11 +38,12 @@ class JobsClient:
         self.http.close()
 
     def submit(self, path: str | Path, scale_factor: int = 4, ddim_steps: int = 0, seed: int | None = None,
-               bands: str | None = None, uncertainty_samples: int | None = None) -> str:
+               bands: str | None = None, uncertainty_samples: int | None = None, model: str | None = None) -> str:
         """Upload a raster (streamed from disk) as a job; returns its id. With ``uncertainty_samples`` (2-16; the
-        samples matter only with ``ddim_steps`` > 0) the result carries the uncertainty map as its last band."""
+        samples matter only with ``ddim_steps`` > 0) the result carries the uncertainty map as its last band;
+        ``model`` picks the shipped weights (``bicubic``, the server's default, or ``real``)."""
         fields = {"scale_factor": scale_factor, "ddim_steps": ddim_steps, "seed": seed, "bands": bands,
-                  "uncertainty_samples": uncertainty_samples}
+                  "uncertainty_samples": uncertainty_samples, "model": model}
         data = {key: str(value) for key, value in fields.items() if value is not None}
         if uncertainty_samples is not None:
             data["return_uncertainty"] = "true"  # a form field is read as JSON

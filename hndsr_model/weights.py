@@ -22,8 +22,13 @@ from .operator import NeuralOperatorSR
 from .operator_v2 import NeuralOperatorSRv2
 from .uncertainty import UncertaintyHead
 
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "hndsr.safetensors"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
 MODEL_NAME = "hndsr"
+# The shipped weights a request or the CLI picks by name (the ``model`` field / ``--model``): ``bicubic`` is
+# trained for the protocol's bicubic downsampling, ``real`` for sensor-like degradation (the model card).
+VARIANT_FILES: dict[str, str] = {"bicubic": "hndsr.safetensors", "real": "hndsr-real.safetensors"}
+DEFAULT_VARIANT = "bicubic"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / VARIANT_FILES[DEFAULT_VARIANT]
 # The manifest's ``config.arch`` picks the operator network; manifests without it are v1.
 OPERATORS: dict[str, type[NeuralOperatorSR]] = {"v1": NeuralOperatorSR, "v2": NeuralOperatorSRv2}
 

@@ -22,6 +22,7 @@ from typing import Any
 from rasterio.io import DatasetReader
 
 from hndsr_model.pipeline import InferenceCancelled
+from hndsr_model.weights import DEFAULT_VARIANT
 from hndsr_raster import SceneOptions, SceneUpscaler, open_raster
 from hndsr_raster.scene import working_path
 
@@ -30,7 +31,7 @@ from .errors import ServiceError
 from .imaging import image_errors
 from .inference import InferenceRunner
 from .job_store import Job, JobStore
-from .products import check_uncertainty
+from .products import check_uncertainty, variant_pipeline
 from .schemas import map_samples
 from .state import ServiceState
 from .threads import run_in_thread
@@ -55,7 +56,9 @@ class JobWorker:
 
     def upscaler(self, src: DatasetReader, params: dict[str, Any]) -> SceneUpscaler:
         """The same product a job's parameters describe, at submit time and when it runs."""
-        settings, pipeline = self.state.settings, self.state.pipeline
+        # .get: records queued before the model field existed ran the default variant
+        settings = self.state.settings
+        pipeline = variant_pipeline(self.state.pipelines, params.get("model", DEFAULT_VARIANT))
         bands = tuple(params["bands"]) if params["bands"] else None
         # .get: records queued before the uncertainty map existed have no such parameters
         samples = map_samples(params.get("return_uncertainty", False), params.get("uncertainty_samples", 0))

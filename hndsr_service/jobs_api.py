@@ -171,8 +171,8 @@ def _create(worker: JobWorker, upload: UploadFile, params: dict[str, Any]) -> Jo
             if needed > free:
                 raise ServiceError(507, "insufficient_storage", f"the result needs up to {needed / 2**30:.1f} GiB "
                                    f"of disk while it is written; {free / 2**30:.1f} GiB is free")
-            return store.create(job_id, params, upscaler.describe_input(), upscaler.describe_output(),
-                                upscaler.tiles_total)
+            output = {**upscaler.describe_output(), "model_variant": params["model"]}
+            return store.create(job_id, params, upscaler.describe_input(), output, upscaler.tiles_total)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -1,7 +1,9 @@
 """Register the committed HNDSR weights in the BentoML model store (``bentoml models list``).
 
-``python -m hndsr_service.model_store`` registers them once; running it again with the same weights
-is a no-op that prints the existing tag. The model's metadata carries version, sha256 and quality.
+``python -m hndsr_service.model_store`` registers them once: every variant the weights folder holds
+(``hndsr_model.weights.VARIANT_FILES``), each beside its manifest, as one model ``hndsr:<tag>``. Running it
+again with the same weights is a no-op that prints the existing tag. The model's metadata carries the default
+variant's version, sha256 and quality, and every variant's version and sha256.
 """
 
 from __future__ import annotations
@@ -13,27 +15,30 @@ from pathlib import Path
 import bentoml
 from bentoml.exceptions import NotFound
 
-from hndsr_model.weights import DEFAULT_WEIGHTS, MODEL_NAME, load_weights, manifest_path
-
-WEIGHTS_FILE = "hndsr.safetensors"
+from hndsr_model.weights import DEFAULT_VARIANT, MODEL_NAME, VARIANT_FILES, WEIGHTS_DIR, load_weights, manifest_path
 
 
-def register(weights: Path = DEFAULT_WEIGHTS) -> str:
-    """Store ``weights`` and its manifest as ``hndsr:<version>``; returns the tag."""
-    model = load_weights(weights)  # verifies the checksum before anything is stored
+def register(folder: Path = WEIGHTS_DIR) -> str:
+    """Store the variants found in ``folder`` (the default one is required) as ``hndsr:<tag>``; returns the tag."""
+    paths = {variant: folder / name for variant, name in VARIANT_FILES.items()}
+    paths = {variant: path for variant, path in paths.items() if variant == DEFAULT_VARIANT or path.is_file()}
+    models = {variant: load_weights(path) for variant, path in paths.items()}  # checksums verified first
+    variants = {variant: {"version": m.version, "sha256": m.sha256} for variant, m in models.items()}
     try:
         latest = bentoml.models.get(f"{MODEL_NAME}:latest")
-        if latest.info.metadata.get("sha256") == model.sha256:
+        if latest.info.metadata.get("variants") == variants:
             return str(latest.tag)
     except NotFound:
         pass
-    quality = model.manifest.get("quality", {}).get("y_psnr_db", {})
-    metadata = {"version": model.version, "sha256": model.sha256, "quality_rsscn7_val_y_psnr_db": quality}
+    default = models[DEFAULT_VARIANT]
+    metadata = {"version": default.version, "sha256": default.sha256, "variants": variants,
+                "quality_rsscn7_val_y_psnr_db": default.manifest.get("quality", {}).get("y_psnr_db", {})}
     with bentoml.models.create(MODEL_NAME, metadata=metadata, labels={"framework": "pytorch"}) as stored:
-        shutil.copy2(weights, stored.path_of(WEIGHTS_FILE))
-        shutil.copy2(manifest_path(weights), stored.path_of(manifest_path(Path(WEIGHTS_FILE)).name))
+        for path in paths.values():
+            shutil.copy2(path, stored.path_of(path.name))
+            shutil.copy2(manifest_path(path), stored.path_of(manifest_path(path).name))
     return str(stored.tag)
 
 
 if __name__ == "__main__":
-    print(register(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_WEIGHTS))
+    print(register(Path(sys.argv[1]) if len(sys.argv) > 1 else WEIGHTS_DIR))

@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from hndsr_model.weights import DEFAULT_VARIANT
+
 from . import metrics
 from .schemas import API_VERSION
 from .state import ServiceState
@@ -62,6 +64,9 @@ def build_probe_app(state: ServiceState, routes: Sequence[BaseRoute] = (), gauge
             "model": "hndsr",
             "model_version": model.version if model else None,
             "weights_sha256": model.sha256 if model else None,
+            "default_variant": DEFAULT_VARIANT,
+            "variants": {variant: {"model_version": p.version, "weights_sha256": p.model.sha256}
+                         for variant, p in state.pipelines.items()},
             "python": platform.python_version(),
             "torch": torch.__version__,
             "bentoml": bentoml.__version__,

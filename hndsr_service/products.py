@@ -21,6 +21,7 @@ import numpy as np
 
 from hndsr_model.data import to_rgb8
 from hndsr_model.pipeline import CancelCheck, HNDSRPipeline
+from hndsr_model.weights import DEFAULT_VARIANT
 from hndsr_raster import SceneOptions, SceneUpscaler, is_tiff, open_raster, uncertainty_path, uncertainty_to_tiff
 
 from . import imaging, metrics
@@ -41,6 +42,7 @@ class ProductRequest:
     accept: str | None  # the Accept header (``/upscale`` only)
     uncertainty_samples: int = 0  # 0: no uncertainty map; else the samples behind it (schemas.map_samples)
     uncertainty_file: bool = False  # the map as a TIFF of its own (``/infer``), not as the product's last band
+    model: str = DEFAULT_VARIANT  # which shipped weights (schemas.ModelVariant)
 
 
 @dataclass(frozen=True)
@@ -120,12 +122,21 @@ async def _raster_product(pipeline: HNDSRPipeline, runner: InferenceRunner, sett
                        result.tiles, upscaler.seed, result.uncertainty), seconds
 
 
+def variant_pipeline(pipelines: dict[str, HNDSRPipeline], variant: str) -> HNDSRPipeline:
+    """The loaded pipeline of ``variant``; one this server did not load is the client's 422, not a 500."""
+    try:
+        return pipelines[variant]
+    except KeyError:
+        raise ServiceError(422, "invalid_request", f"model: {variant!r} is not served here; this server loaded "
+                           f"{', '.join(sorted(pipelines))}") from None
+
+
 def check_uncertainty(pipeline: HNDSRPipeline, samples: int) -> None:
     """Refuse a map the loaded weights cannot make before any work (the pipeline would refuse it only in a slot)."""
     if samples and not pipeline.has_uncertainty:
-        raise ServiceError(422, "invalid_request", f"return_uncertainty: this server's model ({pipeline.version}) "
-                           "has no uncertainty head; ask without return_uncertainty, or serve weights that have "
-                           "one (hndsr 2.1.0 or later)")
+        raise ServiceError(422, "invalid_request", f"return_uncertainty: the model {pipeline.version} has no "
+                           "uncertainty head; ask without return_uncertainty, or for weights that have one "
+                           "(model bicubic of hndsr 2.1.0 or later)")
 
 
 def _format(request: ProductRequest, input_is_tiff: bool) -> str:

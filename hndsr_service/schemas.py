@@ -16,6 +16,7 @@ from annotated_types import Ge, Le
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from hndsr_model.pipeline import DEFAULT_UNCERTAINTY_SAMPLES, UNCERTAINTY_SAMPLES
+from hndsr_model.weights import DEFAULT_VARIANT, VARIANT_FILES
 
 API_VERSION = "1.0"
 MAX_SEED = 2**32 - 1
@@ -48,6 +49,10 @@ Bands = Annotated[
 Base64Image = Annotated[str, Strict(), Field(
     description="PNG/JPEG/TIFF/WebP file as base64; a data:image/...;base64, prefix is allowed",
     examples=["iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAJUlEQVR42mPc3+rHAAPhDGvgbCYGHIB0CRYvHhU458fP07SwAwAVYgXdW6kxywAAAABJRU5ErkJggg=="])]
+ModelVariant = Annotated[Literal[tuple(VARIANT_FILES)], Field(  # type: ignore[valid-type]
+    description="Which shipped weights: bicubic (trained for bicubic downsampling; the best on clean imagery, and the "
+                "only one with an uncertainty map) or real (trained for sensor-like blur, noise and compression, and "
+                "to stop at a 10 m sensor's sharpness; see the model card)", examples=[DEFAULT_VARIANT])]
 ReturnMetadata = Annotated[bool, Strict(), Field(description="Include the metadata object in the answer")]
 ReturnUncertainty = Annotated[bool, Strict(), Field(
     description="Also return the per-pixel uncertainty map: sigma of the output's BT.601 luma, in 0..1 intensity "
@@ -72,6 +77,7 @@ class JobParams(BaseModel):
     ddim_steps: DdimSteps = 0
     seed: Seed = None
     bands: Bands = None
+    model: ModelVariant = DEFAULT_VARIANT
     output_format: Annotated[Literal["tiff"], Field(description="Jobs write Cloud-Optimized GeoTIFFs")] = "tiff"
     return_uncertainty: ReturnUncertainty = False
     uncertainty_samples: UncertaintySamples = DEFAULT_UNCERTAINTY_SAMPLES
@@ -115,6 +121,7 @@ class InferMetadata(BaseModel):
     latency_ms: float
     device: str
     model: str
+    model_variant: str = Field(description="The request's model field: which shipped weights answered")
     model_version: str
     tiles: int
     request_id: str
@@ -162,12 +169,21 @@ class Readiness(BaseModel):
     reason: str | None = Field(None, description="Why the service is not ready (loading, draining, failed)")
 
 
+class VariantVersion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model_version: str
+    weights_sha256: str
+
+
 class Version(BaseModel):
     model_config = ConfigDict(extra="forbid")
     api_version: str
     model: str
-    model_version: str | None
-    weights_sha256: str | None
+    model_version: str | None = Field(description="The default variant's (null until the model is ready)")
+    weights_sha256: str | None = Field(description="The default variant's (null until the model is ready)")
+    default_variant: str = Field(description="The variant a request without the model field gets")
+    variants: dict[str, VariantVersion] = Field(description="Every variant this server loaded, by the name the "
+                                                            "model field takes (empty until the model is ready)")
     python: str
     torch: str
     bentoml: str
@@ -203,6 +219,8 @@ class JobOutput(RasterInfo):
     ddim_steps: int
     seed: int | None
     source_bands: list[int]
+    model_variant: str | None = Field(None, description="The job's model field (null for jobs queued before it "
+                                                        "existed)")
     uncertainty_band: int | None = Field(None, description="Only with return_uncertainty: the 1-based band holding "
                                                            "the uncertainty map (the last)")
 

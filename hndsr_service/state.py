@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from hndsr_model.pipeline import HNDSRPipeline
+from hndsr_model.weights import DEFAULT_VARIANT
 
 from . import metrics
 from .settings import Settings
@@ -27,7 +28,7 @@ class ServiceState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.started = time.time()
-        self._pipeline: HNDSRPipeline | None = None
+        self._pipelines: dict[str, HNDSRPipeline] = {}
         self._failure: str | None = None
         self._in_flight = 0
         self._running = 0
@@ -35,9 +36,12 @@ class ServiceState:
 
     # The model ------------------------------------------------------------------------------------------
 
-    def model_ready(self, pipeline: HNDSRPipeline) -> None:
-        """The model is loaded and warmed: the service may take inferences."""
-        self._pipeline = pipeline
+    def model_ready(self, pipelines: dict[str, HNDSRPipeline]) -> None:
+        """The model's variants (by name; the default among them) are loaded and warmed: the service may take
+        inferences."""
+        if DEFAULT_VARIANT not in pipelines:
+            raise ValueError(f"the default variant {DEFAULT_VARIANT!r} must be loaded")
+        self._pipelines = dict(pipelines)
 
     def model_failed(self, reason: str) -> None:
         """The model could not load; the service stays up, unready, and says why."""
@@ -45,7 +49,13 @@ class ServiceState:
 
     @property
     def pipeline(self) -> HNDSRPipeline | None:
-        return self._pipeline
+        """The default variant's pipeline (None until the model is ready)."""
+        return self._pipelines.get(DEFAULT_VARIANT)
+
+    @property
+    def pipelines(self) -> dict[str, HNDSRPipeline]:
+        """Every loaded variant's pipeline, by name."""
+        return self._pipelines
 
     @property
     def failure(self) -> str | None:
@@ -53,7 +63,7 @@ class ServiceState:
 
     @property
     def device(self) -> str:
-        return str(self._pipeline.device) if self._pipeline else self.settings.device
+        return str(self.pipeline.device) if self.pipeline else self.settings.device
 
     # Requests -------------------------------------------------------------------------------------------
 
@@ -114,7 +124,7 @@ class ServiceState:
 
     @property
     def ready(self) -> bool:
-        return self._pipeline is not None and not self._draining and self._failure is None
+        return self.pipeline is not None and not self._draining and self._failure is None
 
     def not_ready_reason(self) -> str:
         if self._failure:
@@ -127,9 +137,9 @@ class ServiceState:
 
     def gpu_memory(self) -> tuple[float, float]:
         """(used, total) bytes on the serving GPU; (0, 0) on the CPU."""
-        if self._pipeline is None or self._pipeline.device.type != "cuda":
+        if self.pipeline is None or self.pipeline.device.type != "cuda":
             return 0.0, 0.0
-        index = self._pipeline.device.index or 0
+        index = self.pipeline.device.index or 0
         return float(torch.cuda.memory_reserved(index)), float(torch.cuda.get_device_properties(index).total_memory)
 
     def live_gauges(self) -> dict[str, tuple[str, float]]:

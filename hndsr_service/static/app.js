@@ -6,7 +6,8 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const el = {
-    file: $("file"), fileInfo: $("file-info"), scale: $("scale"), steps: $("steps"), seed: $("seed"),
+    file: $("file"), fileInfo: $("file-info"), scale: $("scale"), model: $("model"), steps: $("steps"),
+    seed: $("seed"),
     format: $("format"), keyField: $("key-field"), apiKey: $("api-key"), run: $("run"), cancel: $("cancel"),
     status: $("status"), elapsed: $("elapsed"), progress: $("progress"), progressBar: $("progress-bar"),
     error: $("error"), resultInfo: $("result-info"), download: $("download"), viewer: $("viewer"),
@@ -371,6 +372,7 @@
     const data = new FormData();
     data.append("image", input.file, input.file.name);
     data.append("scale_factor", el.scale.value);
+    data.append("model", el.model.value);
     data.append("ddim_steps", el.steps.value || "0");
     if (el.seed.value.trim() !== "") data.append("seed", el.seed.value.trim());
     if (el.format.value) data.append("output_format", el.format.value);

@@ -78,6 +78,27 @@ def test_infer_contract(client: TestClient) -> None:
     assert response.headers["x-request-id"] == meta["request_id"]
 
 
+def test_model_variants(client: TestClient) -> None:
+    """``model`` picks the shipped weights; every variant answers and says which it was."""
+    variants = client.get("/version").json()["variants"]
+    assert set(variants) == {"bicubic", "real"}
+    assert all(len(v["weights_sha256"]) == 64 for v in variants.values())
+    payload = {"image": b64(encode(rgb_image(24, 24))), "scale_factor": 2}
+    answers = {}
+    for variant in ("bicubic", "real"):
+        meta = client.post("/infer", json={**payload, "model": variant}).json()["metadata"]
+        assert meta["model_variant"] == variant and meta["model_version"] == variants[variant]["model_version"]
+        answers[variant] = client.post("/upscale", files={"image": ("a.png", encode(rgb_image(24, 24)), "image/png")},
+                                       data={"scale_factor": "2", "model": variant}).content
+    assert client.post("/infer", json=payload).json()["metadata"]["model_variant"] == "bicubic"  # the default
+    assert answers["bicubic"] != answers["real"]
+    assert "model" in assert_error(client.post("/infer", json={**payload, "model": "sharp"}), 422,
+                                   "invalid_request")["detail"]
+    no_map = assert_error(client.post("/infer", json={**payload, "model": "real", "return_uncertainty": True}),
+                          422, "invalid_request")
+    assert "uncertainty head" in no_map["detail"]
+
+
 def test_openapi_example_works(client: TestClient) -> None:
     spec = client.get("/docs.json").json()
     schema = spec["paths"]["/infer"]["post"]["requestBody"]["content"]["application/json"]["schema"]
@@ -213,6 +234,28 @@ def test_corrupt_weights_mean_not_ready(bentoml_home: Path, monkeypatch: pytest.
         assert c.get("/readyz").status_code == 503
         assert_error(c.post("/infer", json={"image": b64(encode(rgb_image()))}), 503, "model_unavailable")
 
+
+
+def test_the_stored_model_holds_every_variant(bentoml_home: Path) -> None:
+    import bentoml
+
+    from hndsr_model.weights import VARIANT_FILES
+    from hndsr_service.model_store import register
+
+    stored = bentoml.models.get("hndsr:latest")
+    assert set(stored.info.metadata["variants"]) == set(VARIANT_FILES)
+    for name in VARIANT_FILES.values():
+        assert Path(stored.path_of(name)).is_file() and Path(stored.path_of(name)).with_suffix(".json").is_file()
+    assert register() == str(stored.tag)  # the same weights again: no new model
+
+
+def test_weights_path_serves_one_variant(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hndsr_model.weights import DEFAULT_WEIGHTS
+
+    with service_client(monkeypatch, WEIGHTS_PATH=str(DEFAULT_WEIGHTS)) as c:
+        assert set(c.get("/version").json()["variants"]) == {"bicubic"}
+        payload = {"image": b64(encode(rgb_image(16, 16))), "scale_factor": 2, "model": "real"}
+        assert "not served here" in assert_error(c.post("/infer", json=payload), 422, "invalid_request")["detail"]
 
 
 def test_api_key_required_when_configured(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ from affine import Affine
 
 from hndsr_client import HNDSRError, JobsClient
 from hndsr_client.cli import main
+from hndsr_model.weights import VARIANT_FILES, WEIGHTS_DIR, load_weights
 from tests.integration.server import Server, serving_in
 from tests.unit.test_cli import write_geotiff
 
@@ -32,6 +33,19 @@ def test_submit_downloads_a_georeferenced_result(server: Server, tmp_path: Path)
         assert after.transform == before.transform * Affine.scale(0.5) and after.crs == before.crs
         assert (after.count, after.dtypes[0], after.nodata) == (3, "uint16", 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif", "scene_x2.tif"]
+
+
+def test_submit_with_the_real_model(server: Server, tmp_path: Path) -> None:
+    src, out = tmp_path / "scene.tif", tmp_path / "scene_x2.tif"
+    write_geotiff(src, bands=3)
+    assert main(["submit", str(src), str(out), "--url", server.url, "--scale", "2", "--model", "real",
+                 "--api-key", KEY]) == 0
+    with rasterio.open(out) as after:
+        assert after.tags()["HNDSR_MODEL_VERSION"] == load_weights(WEIGHTS_DIR / VARIANT_FILES["real"]).version
+    with JobsClient(server.url, api_key=KEY) as client:
+        job_id = client.submit(src, scale_factor=2, model="real")
+        assert client.status(job_id)["output"]["model_variant"] == "real"
+        client.cancel(job_id)
 
 
 def test_client_reports_the_services_errors(server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]

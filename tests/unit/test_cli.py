@@ -11,7 +11,7 @@ from affine import Affine
 from PIL import Image
 
 from hndsr_client.cli import main
-from hndsr_model.weights import DEFAULT_WEIGHTS
+from hndsr_model.weights import DEFAULT_WEIGHTS, VARIANT_FILES, WEIGHTS_DIR
 from tests.helpers import DATA, requires_data, rgb_image
 
 
@@ -24,6 +24,18 @@ def test_file_and_folder(tmp_path: Path) -> None:
     assert Image.open(tmp_path / "a_x3.png").size == (90, 60)
     assert main(["upscale", str(src), str(tmp_path / "out"), "--scale", "2", "--ddim-steps", "2", "--seed", "1"]) == 0
     assert Image.open(tmp_path / "out" / "sub" / "b.png").size == (20, 20)
+
+
+def test_model_picks_the_shipped_weights(tmp_path: Path) -> None:
+    Image.fromarray(rgb_image(16, 16)).save(tmp_path / "a.png")
+    outputs = {}
+    for name, options in {"default": [], "real": ["--model", "real"],
+                          "real-file": ["--weights", str(WEIGHTS_DIR / VARIANT_FILES["real"])]}.items():
+        assert main(["upscale", str(tmp_path / "a.png"), str(tmp_path / f"{name}.png"), "--scale", "2", *options]) == 0
+        outputs[name] = np.asarray(Image.open(tmp_path / f"{name}.png"))
+    assert (outputs["real"] == outputs["real-file"]).all() and (outputs["real"] != outputs["default"]).any()
+    with pytest.raises(SystemExit):
+        main(["upscale", str(tmp_path / "a.png"), str(tmp_path / "o.png"), "--model", "sharp"])
 
 
 def test_bad_inputs_exit_nonzero(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ def test_in_flight_count_and_gauge_move_together_even_on_errors() -> None:
 def test_readiness_follows_the_model_and_the_drain() -> None:
     state = ServiceState(load_settings({}))
     assert not state.ready and state.alive and "loading" in state.not_ready_reason()
-    state.model_ready(object())  # type: ignore[arg-type]
+    state.model_ready({"bicubic": object()})  # type: ignore[dict-item]
     assert state.ready
     done = threading.Event()
     with state.request_in_flight():
@@ -33,6 +33,13 @@ def test_readiness_follows_the_model_and_the_drain() -> None:
         assert not state.ready and state.draining and "draining" in state.not_ready_reason()
         assert not done.wait(0.2)  # waits for the request in flight
     assert done.wait(2)
+
+
+def test_the_default_variant_must_be_loaded() -> None:
+    state = ServiceState(load_settings({}))
+    with pytest.raises(ValueError, match="default variant"):
+        state.model_ready({"real": object()})  # type: ignore[dict-item]
+    assert not state.ready
 
 
 def test_a_failed_model_keeps_the_service_up_and_says_why() -> None:

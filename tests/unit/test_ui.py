@@ -7,6 +7,7 @@ import re
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from hndsr_model.weights import DEFAULT_VARIANT, VARIANT_FILES
 from hndsr_service.settings import ApiKey, Settings
 from hndsr_service.ui import STATIC, ui_routes
 
@@ -31,6 +32,13 @@ def test_scale_and_steps_defaults() -> None:
     page = client().get("/ui").text
     assert re.findall(r'<option value="(\d)"', page) == [str(s) for s in range(2, 9)]
     assert '<option value="4" selected>' in page and re.search(r'id="steps"[^>]*value="0"', page)
+
+
+def test_model_choices_are_the_shipped_variants() -> None:
+    page = client().get("/ui").text
+    select = re.search(r'<select id="model"[^>]*>(.*?)</select>', page, re.DOTALL).group(1)
+    assert re.findall(r'<option value="(\w+)"', select) == list(VARIANT_FILES)
+    assert f'<option value="{DEFAULT_VARIANT}" selected>' in select
 
 
 def test_static_files_and_no_outside_urls() -> None:

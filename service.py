@@ -22,7 +22,7 @@ from bentoml.exceptions import NotFound
 from bentoml.validators import ContentType
 
 from hndsr_model.pipeline import DEFAULT_UNCERTAINTY_SAMPLES, HNDSRPipeline
-from hndsr_model.weights import DEFAULT_VARIANT, VARIANT_FILES, WeightsError
+from hndsr_model.weights import DEFAULT_VARIANT, WeightsError, variant_paths
 from hndsr_raster import parse_bands
 from hndsr_service import guards, imaging, metrics, openapi, ratelimit, uploads
 from hndsr_service.errors import ServiceError, api_errors, request_id
@@ -117,8 +117,7 @@ class HNDSR:
         stored model holds (the default always: its absence is the model's failure to load)."""
         if settings.weights_path is not None:
             return {DEFAULT_VARIANT: settings.weights_path}
-        paths = {variant: Path(self.bento_model.path_of(name)) for variant, name in VARIANT_FILES.items()}
-        return {variant: path for variant, path in paths.items() if variant == DEFAULT_VARIANT or path.is_file()}
+        return variant_paths(Path(self.bento_model.path))
 
     @staticmethod
     def _load(weights: Path) -> HNDSRPipeline:

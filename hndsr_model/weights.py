@@ -29,6 +29,15 @@ MODEL_NAME = "hndsr"
 VARIANT_FILES: dict[str, str] = {"bicubic": "hndsr.safetensors", "real": "hndsr-real.safetensors"}
 DEFAULT_VARIANT = "bicubic"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / VARIANT_FILES[DEFAULT_VARIANT]
+
+
+def variant_paths(folder: Path) -> dict[str, Path]:
+    """The weights file of each variant in ``folder``: the default's always (a missing one fails when it is
+    loaded, with the error that says so), the others' where they are present."""
+    paths = {variant: folder / name for variant, name in VARIANT_FILES.items()}
+    return {variant: path for variant, path in paths.items() if variant == DEFAULT_VARIANT or path.is_file()}
+
+
 # The manifest's ``config.arch`` picks the operator network; manifests without it are v1.
 OPERATORS: dict[str, type[NeuralOperatorSR]] = {"v1": NeuralOperatorSR, "v2": NeuralOperatorSRv2}
 

@@ -15,13 +15,12 @@ from pathlib import Path
 import bentoml
 from bentoml.exceptions import NotFound
 
-from hndsr_model.weights import DEFAULT_VARIANT, MODEL_NAME, VARIANT_FILES, WEIGHTS_DIR, load_weights, manifest_path
+from hndsr_model.weights import DEFAULT_VARIANT, MODEL_NAME, WEIGHTS_DIR, load_weights, manifest_path, variant_paths
 
 
 def register(folder: Path = WEIGHTS_DIR) -> str:
     """Store the variants found in ``folder`` (the default one is required) as ``hndsr:<tag>``; returns the tag."""
-    paths = {variant: folder / name for variant, name in VARIANT_FILES.items()}
-    paths = {variant: path for variant, path in paths.items() if variant == DEFAULT_VARIANT or path.is_file()}
+    paths = variant_paths(folder)
     models = {variant: load_weights(path) for variant, path in paths.items()}  # checksums verified first
     variants = {variant: {"version": m.version, "sha256": m.sha256} for variant, m in models.items()}
     try:

@@ -152,8 +152,12 @@ def test_an_idle_worker_settles_once_after_work_and_not_while_busy() -> None:
         runner.trim_heap()  # a request between two polls: the quiet time starts again
         await asyncio.sleep(0.2)
         assert refs[0]() is not None and trims == [0], "settled right after work"
-        await asyncio.sleep(0.5)
+        for _ in range(200):  # the settle runs in a thread, which a loaded machine may start late
+            if len(trims) > 1:
+                break
+            await asyncio.sleep(0.05)
         assert refs[0]() is None, "the idle worker kept the cycle's buffer"
+        await asyncio.sleep(0.5)  # more idle polls, no more settles
         assert trims == [0, 0], "one trailing trim after the load stopped, and only one"
         settling.cancel()
 

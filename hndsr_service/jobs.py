@@ -56,8 +56,8 @@ class JobWorker:
 
     def upscaler(self, src: DatasetReader, params: dict[str, Any]) -> SceneUpscaler:
         """The same product a job's parameters describe, at submit time and when it runs."""
-        # .get: records queued before the model field existed ran the default variant
         settings = self.state.settings
+        # .get: records queued before the model field existed ran the default variant
         pipeline = variant_pipeline(self.state.pipelines, params.get("model", DEFAULT_VARIANT))
         bands = tuple(params["bands"]) if params["bands"] else None
         # .get: records queued before the uncertainty map existed have no such parameters

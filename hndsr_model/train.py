@@ -56,12 +56,14 @@ class PatchSampler:
     step waits on the host. The same code runs on the CPU. ``realistic`` is the fraction of samples
     degraded by :func:`degradation.realistic` instead of the protocol's bicubic; ``target_sigma > 0`` makes
     every HR target what a coarser sensor would see (:func:`degradation.target_sensor`), the LR still coming
-    from the sharp crop.
+    from the sharp crop. ``ground_scale > 1`` draws, per batch, a factor ``g`` uniformly from ``[1, ground_scale]``
+    and shrinks a ``g`` times larger crop to the HR patch (antialiased bicubic): the same ground at a ``g`` times
+    coarser sampling distance, nearer that of 10-30 m sensors than RSSCN7's 0.3-1 m.
     """
 
     def __init__(
         self, folder: Path, device: torch.device, seed: int, per_folder: int = 0, realistic: float = 0.0,
-        target_sigma: float = 0.0,
+        target_sigma: float = 0.0, ground_scale: float = 1.0,
     ) -> None:
         paths = list_images(folder)
         if per_folder:  # the first N (sorted) of each sub-folder, e.g. of each RSSCN7 class
@@ -81,14 +83,16 @@ class PatchSampler:
         self.device = device
         self.realistic = realistic
         self.target_sigma = target_sigma
+        self.ground_scale = ground_scale
         self.rng = random.Random(seed)
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def lr_patch(self, scale: int) -> int:
-        return min(MAX_LR_PATCH, (self.min_side // scale) // UNSHUFFLE * UNSHUFFLE)
+    def lr_patch(self, scale: int, ground: float = 1.0) -> int:
+        """LR patch side at ``scale`` when a crop ``ground`` times the HR patch is shrunk to it."""
+        return min(MAX_LR_PATCH, int(self.min_side / (ground * scale)) // UNSHUFFLE * UNSHUFFLE)
 
     def crops(self, size: int, hr_size: int) -> torch.Tensor:
         """``(size, 3, hr_size, hr_size)`` uint8 random crops, randomly flipped and rotated."""
@@ -111,7 +115,12 @@ class PatchSampler:
         unless given."""
         if scale is None:
             scale = self.rng.choices(list(SCALE_WEIGHTS), weights=list(SCALE_WEIGHTS.values()))[0]
-        hr = self.crops(size, self.lr_patch(scale) * scale).float()
+        ground = self.rng.uniform(1.0, self.ground_scale) if self.ground_scale > 1 else 1.0
+        hr_size = self.lr_patch(scale, ground) * scale
+        hr = self.crops(size, min(round(ground * hr_size), self.min_side)).float()
+        if hr.shape[-1] != hr_size:
+            hr = F.interpolate(hr, size=(hr_size, hr_size), mode="bicubic", antialias=True, align_corners=False)
+            hr = hr.round().clamp(0, 255)
         lr = degradation.bicubic(hr, scale)
         if self.realistic > 0:
             real = torch.rand(size, generator=self.generator, device=self.device) < self.realistic
@@ -333,6 +342,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target-sigma", type=float, default=0.0,
                    help="HR targets blurred by a Gaussian PSF of this many HR pixels (a target sensor's MTF); "
                         "evaluate still scores against the sharp HR")
+    p.add_argument("--ground-scale", type=float, default=1.0,
+                   help="crops up to this many times the patch, shrunk to it: coarser ground sampling (1: off)")
     p.add_argument("--lr-reference-batch", type=int, default=0,
                    help="batch size --lr was tuned for; the peak LR is scaled by sqrt(batch / this)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA or CPU)")
@@ -389,6 +400,8 @@ def main(argv: list[str] | None = None) -> None:
         uncertainty, config.uncertainty = None, {}
     if args.target_sigma < 0:
         raise SystemExit("--target-sigma is a PSF width in HR pixels: 0 (sharp targets) or more")
+    if args.ground_scale < 1:
+        raise SystemExit("--ground-scale is a shrink factor: 1 (off) or more")
     if args.no_spectral and args.arch != "v2":
         raise SystemExit("--no-spectral needs --arch v2")
     if args.freeze_trunk:
@@ -406,7 +419,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.data is None:
         raise SystemExit("--data is required for training")
-    sampler = PatchSampler(args.data, device, args.seed, args.per_folder, args.realistic, args.target_sigma)
+    sampler = PatchSampler(args.data, device, args.seed, args.per_folder, args.realistic, args.target_sigma,
+                           args.ground_scale)
     print(f"training on {len(sampler)} images, device {device}, arch {config.arch}", flush=True)
     if args.operator_iters > 0:
         operator = train_stage("operator", operator.to(device).train(), operator_loss, sampler, args,

@@ -69,6 +69,18 @@ def test_sampler_target_sigma_blurs_the_target_not_the_lr(folder: Path) -> None:
     assert soft[1].diff(dim=-1).abs().mean() < sharp[1].diff(dim=-1).abs().mean()
 
 
+def test_sampler_ground_scale_shrinks_larger_crops_to_the_patch(folder: Path) -> None:
+    sampler = train.PatchSampler(folder, torch.device("cpu"), seed=0, ground_scale=4.0)
+    assert sampler.lr_patch(2) == 64 and sampler.lr_patch(2, ground=4.0) == 16
+    sizes = set()
+    for _ in range(8):
+        lr, hr, scale = sampler.batch(2, scale=2)
+        assert hr.shape[-1] == lr.shape[-1] * 2 and torch.equal(lr, degradation.bicubic(hr * 255, 2) / 255)
+        assert torch.equal(hr * 255, (hr * 255).round())
+        sizes.add(lr.shape[-1])
+    assert len(sizes) > 1 and max(sizes) < 64  # each batch its own ground factor, every one above 1
+
+
 def test_lr_scaling() -> None:
     assert train.scaled_lr(1e-4, 1024, 64) == pytest.approx(4e-4)
     assert train.scaled_lr(1e-4, 1024, 0) == 1e-4

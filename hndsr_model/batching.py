@@ -2,8 +2,8 @@
 
 Each request thread hands its tiles over as a :class:`TileWork` and waits. One worker
 thread takes the oldest waiting work, adds every other waiting work of the same key (tile size, scale,
-diffusion steps, uncertainty map and samples) while the batch stays within ``max_tiles`` tiles (a tile's
-diffusion samples count as tiles), and runs them as one batch: at once
+diffusion steps, uncertainty map and samples) while the batch stays within ``max_tiles`` tiles (an uncertainty
+map's diffusion samples run one pass each over the batch), and runs them as one batch: at once
 when the batch is full, else once the oldest work has waited ``max_wait_s``. Every work keeps what made
 it reproducible (its own seeded noise per tile), so a request's output does not depend on its company
 beyond floating-point rounding.
@@ -52,11 +52,6 @@ class TileWork:
 
     def __len__(self) -> int:
         return self.lr.shape[0]
-
-    @property
-    def rows(self) -> int:
-        """Tiles the networks run for this work: every diffusion sample is one (what bounds a batch's memory)."""
-        return len(self) * self.samples
 
     @property
     def key(self) -> tuple[int | bool, ...]:
@@ -116,7 +111,7 @@ class MicroBatcher:
                     arrived, first = self._queue[0]
                     batch = self._gather(first)
                     wait = arrived + self.max_wait_s - time.monotonic()
-                    if sum(work.rows for work in batch) >= self.max_tiles or wait <= 0:
+                    if sum(len(work) for work in batch) >= self.max_tiles or wait <= 0:
                         self._queue = [entry for entry in self._queue if entry[1] not in batch]
                         return batch
                     self._changed.wait(wait)
@@ -125,9 +120,9 @@ class MicroBatcher:
 
     def _gather(self, first: TileWork) -> list[TileWork]:
         """The oldest work and, in arrival order, the others of its key that fit in ``max_tiles``."""
-        batch, tiles = [first], first.rows
+        batch, tiles = [first], len(first)
         for _, work in self._queue[1:]:
-            if work.key == first.key and tiles + work.rows <= self.max_tiles:
+            if work.key == first.key and tiles + len(work) <= self.max_tiles:
                 batch.append(work)
-                tiles += work.rows
+                tiles += len(work)
         return batch

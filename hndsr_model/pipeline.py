@@ -212,7 +212,9 @@ class HNDSRPipeline:
             raise ValueError(f"uncertainty_samples must be in {UNCERTAINTY_SAMPLES.start}.."
                              f"{UNCERTAINTY_SAMPLES.stop - 1}, got {uncertainty_samples}")
         samples = uncertainty_samples if uncertainty and ddim_steps else 1
-        per_call = max(1, self.tile_batch // samples)  # a tile's diffusion samples share its batch
+        # The map's extra samples do not shrink the batches: the output is then computed in the same batches
+        # with and without the map (see _add_residuals).
+        per_call = self.tile_batch
         channels = 4 if uncertainty else 3
         cancelled = should_cancel or (lambda: False)
         th, tw = min(self.tile_size, height), min(self.tile_size, width)
@@ -313,34 +315,49 @@ class HNDSRPipeline:
                        steps: int, samples: int) -> tuple[list[TileWork], torch.Tensor, torch.Tensor | None]:
         """DDIM-sample the texture residual of every tile ``(B, 3, H, W)`` ``samples`` times and add the first;
         returns the works that were not cancelled meanwhile, their tiles and, with ``sigma``, their map (the
-        head's sigma and the samples' spread of luma, combined)."""
-        sr = sr.repeat_interleave(samples, dim=0)
-        tensors = [encode_condition(sr), sr] + ([sigma.repeat_interleave(samples, dim=0)] if sigma is not None else [])
-        x = torch.cat([w.noise for w in works if w.noise is not None])
+        head's sigma and the samples' spread of luma, combined).
+
+        Each sample is a pass of its own over the batch's tiles, so that the output (sample 0) runs in the very
+        batch it runs in without the map: a convolution's rounding depends on its batch size (oneDNN and cuDNN
+        choose kernels by it), and one batch of all samples moved an output pixel by a grey level on some CPUs."""
+        condition = encode_condition(sr)
+        drawn: list[torch.Tensor] = []
+        for k in range(samples):
+            noise = torch.cat([w.noise[k::samples] for w in works if w.noise is not None])
+            works, x0, kept = self._sample(works, noise, condition, scale, steps)
+            condition, sr, drawn = condition[kept], sr[kept], [sample[kept] for sample in drawn]
+            sigma = None if sigma is None else sigma[kept]
+            drawn.append(sr + decode_residual(x0, self.model.config.residual_scale, *sr.shape[-2:]))
+            if not works:
+                break
+        if sigma is not None:
+            sigma = combine(sigma, torch.cat([luma(sample.clamp(0, 1)) for sample in drawn], dim=1))
+        return works, drawn[0], sigma
+
+    def _sample(self, works: list[TileWork], x: torch.Tensor, condition: torch.Tensor, scale: int, steps: int
+                ) -> tuple[list[TileWork], torch.Tensor, torch.Tensor]:
+        """One DDIM pass from the noise ``x`` (a row per tile of ``works``) given the encoded ``condition``.
+        A work whose request is cancelled leaves at the next step; returns the works still running, their
+        ``x0`` and which of the given rows they hold (a bool mask)."""
+        kept = torch.ones(x.shape[0], dtype=torch.bool, device=self.device)
         sampler = DDIMSampler(steps)
         times = sampler.timesteps()
         for step, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
             stopped = [w for w in works if w.cancelled()]
             if stopped:
-                reason = f"cancelled at diffusion step {step + 1}/{steps}"
-                works, (x, *tensors) = self._without(works, stopped, (x, *tensors), reason)
+                rows = self._cancel(works, stopped, f"cancelled at diffusion step {step + 1}/{steps}")
+                works = [w for w in works if w not in stopped]
+                kept[kept.clone()] = rows
+                x, condition = x[rows], condition[rows]
                 if not works:
                     break
-            v = self.model.denoiser(x, tensors[0], torch.full((x.shape[0],), t, device=self.device), scale)
+            v = self.model.denoiser(x, condition, torch.full((x.shape[0],), t, device=self.device), scale)
             x = sampler.step(v, t, t_next, x)
-        sr = tensors[1]
-        drawn = (sr + decode_residual(x, self.model.config.residual_scale, *sr.shape[-2:])).unflatten(0, (-1, samples))
-        if sigma is not None:
-            sigma = combine(tensors[2][::samples], luma(drawn.flatten(0, 1).clamp(0, 1)).unflatten(0, (-1, samples))
-                            .squeeze(2))
-        return works, drawn[:, 0], sigma
+        return works, x, kept
 
-    def _without(self, works: list[TileWork], stopped: list[TileWork], tensors: tuple[torch.Tensor, ...], reason: str
-                 ) -> tuple[list[TileWork], list[torch.Tensor]]:
-        """Fail the ``stopped`` works with InferenceCancelled; the other works, and their rows of ``tensors``
-        (one per tile and diffusion sample)."""
+    def _cancel(self, works: list[TileWork], stopped: list[TileWork], reason: str) -> torch.Tensor:
+        """Fail the ``stopped`` works with InferenceCancelled; a bool mask of the other works' rows (one per tile)."""
         for work in stopped:
             work.result.set_exception(InferenceCancelled(reason))
         keep = torch.tensor([w not in stopped for w in works], device=self.device)
-        rows = keep.repeat_interleave(torch.tensor([w.rows for w in works], device=self.device))
-        return [w for w in works if w not in stopped], [tensor[rows] for tensor in tensors]
+        return keep.repeat_interleave(torch.tensor([len(w) for w in works], device=self.device))

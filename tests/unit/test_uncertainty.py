@@ -43,6 +43,24 @@ def test_asking_for_the_map_leaves_the_output_unchanged(pipeline: HNDSRPipeline,
     assert np.array_equal(plain.image, mapped.image)
 
 
+def test_the_output_runs_in_the_same_batches_with_or_without_the_map(pipeline: HNDSRPipeline) -> None:
+    # A convolution's rounding depends on its batch size on some CPUs (oneDNN picks kernels by it), so the
+    # bytes above hold everywhere only if the map leaves the output's batches as they are.
+    tiled = HNDSRPipeline(pipeline.model, pipeline.device, tile_size=32, tile_overlap=8, tile_batch=4)
+    batches: list[tuple[str, int]] = []
+    hooks = [network.register_forward_hook(lambda module, args, out, name=name: batches.append((name, len(args[0]))))
+             for name, network in (("denoiser", tiled.model.denoiser), ("operator", tiled.model.operator.head))]
+    try:
+        tiled.upscale(rgb_image(24, 60), 2, ddim_steps=2, seed=3)
+        plain, batches[:] = list(batches), []
+        tiled.upscale(rgb_image(24, 60), 2, ddim_steps=2, seed=3, uncertainty=True, uncertainty_samples=3)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert plain == [("operator", 3)] + [("denoiser", 3)] * 2  # one row of three tiles, two diffusion steps
+    assert batches == plain + [("denoiser", 3)] * 4  # then one pass of the same tiles per extra sample
+
+
 def test_the_map_is_deterministic_for_a_seed(pipeline: HNDSRPipeline) -> None:
     image = rgb_image(24, 24)
     maps = [pipeline.upscale(image, 2, ddim_steps=2, seed=seed, uncertainty=True, uncertainty_samples=3).uncertainty

@@ -125,9 +125,11 @@ class HNDSRPipeline:
         return self.model.uncertainty is not None
 
     def count_tiles(self, height: int, width: int) -> int:
-        rows = tile_starts(height, self.tile_size, self.tile_overlap)
-        cols = tile_starts(width, self.tile_size, self.tile_overlap)
-        return len(rows) * len(cols)
+        return self.count_tile_rows(height) * len(tile_starts(width, self.tile_size, self.tile_overlap))
+
+    def count_tile_rows(self, height: int) -> int:
+        """The bands :meth:`upscale_rows` yields for an image of ``height`` rows."""
+        return len(tile_starts(height, self.tile_size, self.tile_overlap))
 
     def upscale(
         self,
@@ -175,6 +177,7 @@ class HNDSRPipeline:
         should_cancel: CancelCheck | None = None,
         progress: Progress | None = None,
         uncertainty_samples: int = 0,
+        start_row: int = 0,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Stream the super-resolution of an ``height x width`` image, one band of rows at a time.
 
@@ -184,9 +187,14 @@ class HNDSRPipeline:
         float on the host, unclamped, and starts at output row ``hr_row``; bands cover the output top
         to bottom. Only one tile-row band is held, so memory does not grow with the height.
         ``uncertainty_samples > 0`` adds the uncertainty map as a 4th channel (see :meth:`upscale`).
+
+        ``start_row`` resumes a stream that stopped after yielding that many bands: it yields the rest, the
+        same values as an uninterrupted stream. The tile row before it is computed again, unyielded: its
+        tiles overlap the first band's.
         """
         return self._stream(read_rows, height, width, scale, ddim_steps, seed, should_cancel, progress,
-                            finish=lambda band: band.cpu(), uncertainty_samples=uncertainty_samples)
+                            finish=lambda band: band.cpu(), uncertainty_samples=uncertainty_samples,
+                            start_row=start_row)
 
     @torch.inference_mode()
     def _stream(
@@ -201,6 +209,7 @@ class HNDSRPipeline:
         progress: Progress | None,
         finish: Callable[[torch.Tensor], torch.Tensor],
         uncertainty_samples: int = 0,
+        start_row: int = 0,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """:meth:`upscale_rows` on the device; ``finish`` turns each finished float band into what is yielded."""
         if not 2 <= scale <= 8:
@@ -224,8 +233,11 @@ class HNDSRPipeline:
         weight = self._blend_weights(th, tw, height, width, scale)
         # channel sums (RGB, and sigma with the map) + weight of the rows the next band continues
         carry = torch.zeros(channels + 1, 0, width * scale, device=self.device)
-        index = 0
-        for r, y in enumerate(rows):
+        if not 0 <= start_row <= len(rows):
+            raise ValueError(f"start_row must be in 0..{len(rows)}, got {start_row}")
+        first = max(start_row - 1, 0)  # the row whose overlap the first band yielded needs
+        index = first * len(cols)  # tile indices seed the noise: the same whatever row the stream starts at
+        for r, y in enumerate(rows[first:], start=first):
             lr = read_rows(y, y + th).to(self.device)
             band = torch.zeros(channels + 1, th * scale, width * scale, device=self.device)
             band[:, : carry.shape[1]] = carry
@@ -243,10 +255,12 @@ class HNDSRPipeline:
                     band[:channels, :, x * scale : (x + tw) * scale].addcmul_(tile, w)
                     band[channels:, :, x * scale : (x + tw) * scale] += w
                 index += len(xs)
-                if progress:
+                if progress and r >= start_row:
                     progress(index, total)
             done = ((rows[r + 1] if r + 1 < len(rows) else y + th) - y) * scale
             carry = band[:, done:].clone()  # a copy, so the band is freed once the caller lets go of its rows
+            if r < start_row:
+                continue
             finished = finish(band[:channels, :done].div_(band[channels:, :done]))
             del band
             yield y * scale, finished

@@ -11,6 +11,7 @@ from .scene import (
     RasterError,
     RasterTooLarge,
     SceneOptions,
+    SceneStep,
     SceneUpscaler,
     array_to_tiff,
     is_tiff,
@@ -19,5 +20,5 @@ from .scene import (
     uncertainty_to_tiff,
 )
 
-__all__ = ["UNCERTAINTY", "BandPlan", "RasterError", "RasterTooLarge", "SceneOptions", "SceneUpscaler", "array_to_tiff",
+__all__ = ["UNCERTAINTY", "BandPlan", "RasterError", "RasterTooLarge", "SceneOptions", "SceneStep", "SceneUpscaler", "array_to_tiff",
            "is_tiff", "open_raster", "parse_bands", "uncertainty_path", "uncertainty_to_tiff"]

@@ -14,7 +14,7 @@ import errno
 import io
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from hndsr_model.data import ImageDecodeError, ImageTooLarge, check_pixels
 from hndsr_model.pipeline import CancelCheck, HNDSRPipeline, Progress, random_seed
 
 from .bands import BandGroup, BandPlan
+from .checkpoint import MAP, PRODUCT, RecordingWriter, RowWrites
 from .radiometry import BandStats, scene_stats
 
 SUPPORTED_DTYPES = frozenset({"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"})
@@ -46,6 +47,9 @@ warnings.filterwarnings("ignore", category=NodataShadowWarning)
 UNCERTAINTY = "uncertainty"  # the uncertainty map's band description
 COG_OPTIONS = {"compress": "DEFLATE", "predictor": "YES", "bigtiff": "IF_SAFER", "blocksize": 512,
                "overview_resampling": "AVERAGE"}
+
+
+RowLoader = Callable[[int], bytes]  # a finished tile row's checkpoint (RowWrites bytes), by row number
 
 
 class RasterError(ImageDecodeError):
@@ -66,6 +70,18 @@ class SceneOptions:
     uncertainty_samples: int = 0
     # The map as a file of its own beside the product (uncertainty_path), not as the product's last band.
     uncertainty_file: bool = False
+    # Each model band's normalisation, when fixed beforehand (a job's, at submit); None: from the scene.
+    band_stats: dict[int, BandStats] | None = None
+
+
+@dataclass(frozen=True)
+class SceneStep:
+    """One tile row of the model written: ``rows_done`` of :attr:`SceneUpscaler.rows_total`, ``tiles_done`` of
+    its ``tiles_total``, and with recording on the row's writes (:class:`RowWrites` bytes) to checkpoint."""
+
+    rows_done: int
+    tiles_done: int
+    writes: bytes | None = None
 
 
 @contextlib.contextmanager
@@ -111,8 +127,9 @@ class SceneUpscaler:
         # units, as floats wide enough to hold them exactly (float32 up to 16-bit data, else float64).
         self.product_dtype = np.promote_types(self.dtype, np.float32) if self.sigma_band else self.dtype
         self.tiles_total = self.plan.model_passes * pipeline.count_tiles(src.height, src.width)
+        self.rows_total = self.plan.model_passes * pipeline.count_tile_rows(src.height)
         self.tiles_done = 0
-        self._band_stats: dict[int, BandStats] | None = None
+        self._band_stats = options.band_stats
 
     # -- what it is and what it makes -------------------------------------------------------------
 
@@ -146,31 +163,41 @@ class SceneUpscaler:
         """All steps, then the COG; on any failure nothing is left at ``dst`` or beside it."""
         part = working_path(dst)
         try:
-            for done in self.steps(part, should_cancel):
+            for step in self.steps(part, should_cancel):
                 if progress:
-                    progress(done, self.tiles_total)
+                    progress(step.tiles_done, self.tiles_total)
             self.finish(part, dst)
         finally:
             part.unlink(missing_ok=True)
             uncertainty_path(part).unlink(missing_ok=True)
 
-    def steps(self, part: Path, should_cancel: CancelCheck | None = None) -> Iterator[int]:
+    def steps(self, part: Path, should_cancel: CancelCheck | None = None, record: bool = False,
+              resume_rows: int = 0, load_row: RowLoader | None = None) -> Iterator[SceneStep]:
         """Write the product into the striped working file ``part`` (and a map of its own into
-        ``uncertainty_path(part)``); yields tiles done after each tile row."""
+        ``uncertainty_path(part)``); yields a :class:`SceneStep` after each tile row.
+
+        ``record``: each step carries its row's writes. ``resume_rows``: the first rows are not computed but
+        replayed from ``load_row(row)`` (checkpoints a recording run made), and the rest are the same bytes
+        an uninterrupted run writes."""
+        if resume_rows and load_row is None:
+            raise ValueError("resuming needs load_row")
         with write_errors(part), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
             dst = stack.enter_context(rasterio.open(part, "w", **self._profile()))
             self._copy_metadata(dst)
-            sigma_dst = dst if self.sigma_band else None
+            writers = {PRODUCT: RecordingWriter(dst, PRODUCT)}
             if self._sigma_file:
                 sigma_dst = stack.enter_context(rasterio.open(uncertainty_path(part), "w", **self._sigma_profile()))
                 sigma_dst.update_tags(**self.provenance())
                 self._describe_sigma(sigma_dst, 1)
+                writers[MAP] = RecordingWriter(sigma_dst, MAP)
+            first_row = 0
             for group in self.plan.groups:
                 if group.kind == "nearest":
-                    self._copy_nearest(dst, group)
-                else:
-                    yield from self._super_resolve(dst, group, should_cancel,
-                                                   sigma_dst if group is self.sigma_group else None)
+                    self._copy_nearest(writers[PRODUCT], group)
+                    continue
+                yield from self._super_resolve(writers, _Pass(group, first_row, resume_rows, load_row, record),
+                                               should_cancel)
+                first_row += self.pipeline.count_tile_rows(self.src.height)
 
     def finish(self, part: Path, dst: Path) -> None:
         """Working file -> COG (internal tiles, overviews, lossless compression) at ``dst``, atomically; then
@@ -184,12 +211,19 @@ class SceneUpscaler:
                 dst.unlink(missing_ok=True)
                 raise
 
-    def _super_resolve(self, dst: DatasetWriter, group: BandGroup, should_cancel: CancelCheck | None,
-                       sigma_dst: DatasetWriter | None = None) -> Iterator[int]:
-        """One pass of the model over ``group``'s bands; with ``sigma_dst``, the uncertainty map's rows too."""
+    def _super_resolve(self, writers: dict[str, RecordingWriter], one: _Pass, should_cancel: CancelCheck | None
+                       ) -> Iterator[SceneStep]:
+        """One pass of the model over a group's bands; for the map's group, the uncertainty map's rows too."""
+        group = one.group
         stats = [self._stats()[band] for band in group.source]
         src, s = self.src, self.options.scale
-        first_tile = self.tiles_done
+        rows_total = self.pipeline.count_tile_rows(src.height)
+        tiles_per_row = self.pipeline.count_tiles(src.height, src.width) // rows_total
+        first_tile = one.first_row * tiles_per_row
+        replayed = min(max(one.resume_rows - one.first_row, 0), rows_total)
+        for row in range(one.first_row, one.first_row + replayed):
+            RowWrites.from_bytes(one.load_row(row)).replay(writers)  # type: ignore[misc]  # steps() checks it
+        self.tiles_done = first_tile + replayed * tiles_per_row
 
         def read_rows(y0: int, y1: int) -> torch.Tensor:
             window = Window(0, y0, src.width, y1 - y0)
@@ -203,26 +237,32 @@ class SceneUpscaler:
         def progress(done: int, _total: int) -> None:
             self.tiles_done = first_tile + done
 
-        samples = self.options.uncertainty_samples if sigma_dst is not None else 0
+        sigma_writer = writers.get(MAP, writers[PRODUCT]) if group is self.sigma_group else None
+        samples = self.options.uncertainty_samples if sigma_writer is not None else 0
         rows = self.pipeline.upscale_rows(read_rows, src.height, src.width, s, self.options.ddim_steps, self.seed,
-                                          should_cancel, progress, uncertainty_samples=samples)
-        for hr_row, band in rows:
+                                          should_cancel, progress, uncertainty_samples=samples, start_row=replayed)
+        for row, (hr_row, band) in enumerate(rows, start=one.first_row + replayed):
+            log = RowWrites() if one.record else None
+            for writer in writers.values():
+                writer.log = log
             values = band.numpy()  # (3, rows, width), or (4, ...) with the map as the 4th channel
             window = Window(0, hr_row, src.width * s, values.shape[1])
-            self._write_band(dst, group, stats, window, values[:3])
-            if sigma_dst is not None:
-                self._write_sigma(sigma_dst, group, window, values[3:])
+            self._write_band(writers[PRODUCT], group, stats, window, values[:3])
+            if sigma_writer is not None:
+                self._write_sigma(sigma_writer, group, window, values[3:])
+            for writer in writers.values():
+                writer.log = None
             del band, values  # before the next row is computed: one tile-row band in memory at a time
-            yield self.tiles_done
+            yield SceneStep(row + 1, self.tiles_done, log.to_bytes() if log is not None else None)
 
-    def _write_band(self, dst: DatasetWriter, group: BandGroup, stats: list[BandStats], window: Window,
+    def _write_band(self, dst: RecordingWriter, group: BandGroup, stats: list[BandStats], window: Window,
                     values: np.ndarray) -> None:
         if group.kind == "mono":
             values = values.mean(axis=0, keepdims=True)
         out = np.stack([st.denormalise(v, self.dtype) for st, v in zip(stats, values, strict=True)])
         self._write(dst, group, out, window)
 
-    def _write_sigma(self, dst: DatasetWriter, group: BandGroup, window: Window, sigma: np.ndarray) -> None:
+    def _write_sigma(self, dst: RecordingWriter, group: BandGroup, window: Window, sigma: np.ndarray) -> None:
         """The map's rows: invalid (nodata, masked or NaN, as the image) wherever a band it describes is."""
         valid = self._hr_valid(window, group.source).all(axis=0, keepdims=True)
         self._write_valid(dst, sigma, valid, (self.sigma_band or 1,), window)
@@ -239,6 +279,10 @@ class SceneUpscaler:
                               "uncertainty map to make")
         return group
 
+    def band_stats(self) -> dict[int, BandStats]:
+        """Every model band's normalisation (fixed in :attr:`SceneOptions.band_stats` to resume a job with)."""
+        return dict(self._stats())
+
     def _stats(self) -> dict[int, BandStats]:
         """Every model band's statistics, read once for the whole plan."""
         if self._band_stats is None:
@@ -246,7 +290,7 @@ class SceneUpscaler:
             self._band_stats = scene_stats(self.src, bands)
         return self._band_stats
 
-    def _copy_nearest(self, dst: DatasetWriter, group: BandGroup) -> None:
+    def _copy_nearest(self, dst: RecordingWriter, group: BandGroup) -> None:
         """Bands that are masks (alpha) are not intensities: each output pixel takes its source pixel's value."""
         s, chunk = self.options.scale, self.pipeline.tile_size
         for y in range(0, self.src.height, chunk):
@@ -255,14 +299,14 @@ class SceneUpscaler:
             out = values.repeat(s, axis=1).repeat(s, axis=2)
             self._write(dst, group, out, Window(0, y * s, self.src.width * s, out.shape[1]))
 
-    def _write(self, dst: DatasetWriter, group: BandGroup, out: np.ndarray, window: Window) -> None:
+    def _write(self, dst: RecordingWriter, group: BandGroup, out: np.ndarray, window: Window) -> None:
         """Write HR rows of ``group``'s bands, and the dataset's mask with the first group's."""
         valid = self._hr_valid(window, group.source)
         self._write_valid(dst, out, valid, group.target, window)
         if group is self.plan.groups[0] and self._has_mask:
             dst.write_mask(valid.all(axis=0).astype(np.uint8) * 255, window=window)
 
-    def _write_valid(self, dst: DatasetWriter, out: np.ndarray, valid: np.ndarray, indexes: tuple[int, ...],
+    def _write_valid(self, dst: RecordingWriter, out: np.ndarray, valid: np.ndarray, indexes: tuple[int, ...],
                      window: Window) -> None:
         """Pixels whose source pixel is nodata (or masked) become nodata (or masked), in the source's rule."""
         if self.src.nodata is not None:
@@ -392,6 +436,18 @@ def write_errors(path: Path) -> Iterator[None]:
         if free < FULL_BELOW_BYTES:
             raise OSError(errno.ENOSPC, f"no space left on the device of {path.parent} ({free:,} bytes free)") from exc
         raise
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One model pass of :meth:`SceneUpscaler.steps`: its band group, the product's first tile row it writes,
+    and how the rows before ``resume_rows`` are replayed."""
+
+    group: BandGroup
+    first_row: int
+    resume_rows: int
+    load_row: RowLoader | None
+    record: bool
 
 
 def working_path(dst: Path) -> Path:

@@ -18,6 +18,7 @@ from rio_cogeo.cogeo import cog_validate
 from hndsr_model.pipeline import HNDSRPipeline, InferenceCancelled
 from hndsr_raster import BandPlan, RasterError, RasterTooLarge, SceneOptions, SceneUpscaler, open_raster, parse_bands
 from hndsr_raster.radiometry import HIGH_PERCENTILE, LOW_PERCENTILE, scene_stats
+from hndsr_raster.scene import working_path
 from tests.helpers import DATA, requires_data
 from tests.rasters import (
     NORTH_UP,
@@ -576,3 +577,33 @@ def test_tiff_without_crs_works(pipeline: HNDSRPipeline, tmp_path: Path, transfo
             assert dst.transform.almost_equals(transform @ Affine.scale(0.5))
             assert dst.bounds == pytest.approx(src.bounds)
     assert cog_validate(str(out))[0]
+
+
+@pytest.mark.parametrize("options", [{}, {"ddim_steps": 1, "seed": 9, "uncertainty_samples": 2,
+                                         "uncertainty_file": True}], ids=["plain", "diffusion-map-file"])
+def test_a_run_resumed_from_its_checkpoints_makes_the_same_product(pipeline: HNDSRPipeline, tmp_path: Path,
+                                                                    options: dict) -> None:
+    """A job resumed by another process replays the rows it finished and computes the rest: identical pixels,
+    masks and map, whichever row it stopped after (two model passes here: RGB, then the NIR band alone)."""
+    data = np.stack([smooth(70, 52, 1, seed=40 + b, low=300, high=5000, dtype="uint16")[0] for b in range(4)])
+    data[:, :4, :4] = 0
+    source = write_raster(tmp_path / "rgbn.tif", data, colorinterp=(*RGB, UNDEFINED), nodata=0)
+    reference = upscale(pipeline, source, tmp_path / "reference", **options)
+    with open_raster(source) as src:
+        recorded = SceneUpscaler(pipeline, src, SceneOptions(2, **options))
+        part = tmp_path / "recorded.part.tif"
+        checkpoints = [step.writes for step in recorded.steps(part, record=True)]
+        stats = recorded.band_stats()
+    assert len(checkpoints) == recorded.rows_total == 2 * pipeline.count_tile_rows(70) and all(checkpoints)
+    for resume in (1, 2, 3, recorded.rows_total):
+        dst = tmp_path / f"resumed-{resume}" / "rgbn_x2.tif"
+        dst.parent.mkdir()
+        with open_raster(source) as src:
+            resumed = SceneUpscaler(pipeline, src, SceneOptions(2, **options, band_stats=stats))
+            steps = list(resumed.steps(working_path(dst), resume_rows=resume, load_row=checkpoints.__getitem__))
+            resumed.finish(working_path(dst), dst)
+        assert [step.rows_done for step in steps] == list(range(resume + 1, recorded.rows_total + 1))
+        assert resumed.tiles_done == resumed.tiles_total
+        for name in ("rgbn_x2.tif", "rgbn_x2.uncertainty.tif") if options else ("rgbn_x2.tif",):
+            with rasterio.open(reference.parent / name) as want, rasterio.open(dst.parent / name) as got:
+                assert np.array_equal(want.read(), got.read()) and np.array_equal(want.read_masks(), got.read_masks())

@@ -27,9 +27,7 @@ from hndsr_raster import parse_bands
 from hndsr_service import guards, imaging, metrics, openapi, ratelimit, uploads
 from hndsr_service.errors import ServiceError, api_errors, request_id
 from hndsr_service.inference import InferenceRunner
-from hndsr_service.job_store import JobStore
-from hndsr_service.jobs import JobWorker
-from hndsr_service.jobs_api import job_routes
+from hndsr_service.jobs import JobWorker, job_routes, open_files, open_store
 from hndsr_service.probes import build_probe_app
 from hndsr_service.products import Product, ProductRequest, make_product, variant_pipeline
 from hndsr_service.schemas import (
@@ -57,7 +55,8 @@ settings = get_settings()
 metrics.setup_multiprocess_store()  # before `bentoml serve` picks the folder its metrics live in
 state = ServiceState(settings)
 runner = InferenceRunner(state)
-jobs = JobWorker(state, runner, JobStore(settings.jobs_dir))
+jobs = JobWorker(state, runner, open_store(settings.jobs_database_url, settings.jobs_dir),
+                 open_files(settings.jobs_storage_url, settings.jobs_dir))
 shared_limits = ratelimit.connect(settings.redis_url)  # None: in-process limits
 uploads.install()
 

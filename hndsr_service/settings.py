@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -66,6 +67,12 @@ class Settings:
     max_job_upload_mb: float = 2048.0
     max_queued_jobs: int = 8
     job_retention_h: float = 24.0
+    # A fleet's jobs: records in Postgres (else SQLite in jobs_dir), files in S3-compatible storage (else in
+    # jobs_dir, which is then scratch only). The URL may hold a password: never printed.
+    jobs_database_url: str | None = field(default=None, repr=False)
+    jobs_storage_url: str | None = None
+    job_lease_s: float = 30.0  # a running job whose replica has not renewed its lease this long is taken over
+    replica_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # With a Redis URL the rate limit and queue depth are shared by every replica using it.
     redis_url: str | None = None
     # Distinct clients (IPs or keys) the in-process rate limiter tracks; beyond it the stalest are evicted.
@@ -191,6 +198,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_job_upload_mb=_parse(env, "MAX_JOB_UPLOAD_MB", d.max_job_upload_mb, *positive_float),
         max_queued_jobs=_parse(env, "MAX_QUEUED_JOBS", d.max_queued_jobs, *positive_int),
         job_retention_h=_parse(env, "JOB_RETENTION_H", d.job_retention_h, *positive_float),
+        jobs_database_url=_parse(env, "JOBS_DATABASE_URL", d.jobs_database_url, str,
+                                 lambda v: v.startswith(("postgresql://", "postgres://")),
+                                 "a postgresql://USER:PASSWORD@HOST:PORT/DB URL"),
+        jobs_storage_url=_parse(env, "JOBS_STORAGE_URL", d.jobs_storage_url, str,
+                                lambda v: v.startswith("s3://") and len(v) > len("s3://") and v[5] != "/",
+                                "an s3://BUCKET/PREFIX URL"),
+        job_lease_s=_parse(env, "JOB_LEASE_S", d.job_lease_s, float, lambda v: 2 <= v <= 3600,
+                           "a number of seconds in 2..3600"),
+        replica_id=_parse(env, "REPLICA_ID", d.replica_id, str, lambda v: 0 < len(v) <= 200 and v.isprintable(),
+                          "a printable name of at most 200 characters"),
     )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 import pytest
 
-from hndsr_service.job_store import JobStore
+from hndsr_service.jobs.store import SqliteJobStore
 from tests.helpers import encode, rgb_image
 from tests.integration.server import Server, serving
 from tests.integration.test_jobs import assert_error, ended, ended_any, metric, status, submitted
@@ -155,17 +155,18 @@ def test_job_status_stays_readable_on_a_full_disk(tmp_path: Path) -> None:
     """Regression: with no connection open, SQLite must recreate its WAL files to read, which a full disk
     refused, so GET /jobs/<id> answered 500 (seen once in test_disk_full_while_a_job_writes_its_result)."""
     with small_filesystem(tmp_path / "disk", 1) as disk:
-        store = JobStore(disk / "jobs")
+        store = SqliteJobStore(disk / "jobs")
         store.create("job", {}, {}, {}, tiles_total=4)
+        job = store.claim("replica", lease_s=30)
         filler = fill(disk, leave_bytes=0)
         with pytest.raises(sqlite3.OperationalError, match="full"):
             for done in range(1, 100):  # writes fail once the WAL needs a page the disk has not got
-                store.progress("job", done)
+                store.checkpoint(job, done, done)
         for _ in range(20):
             job = store.get("job")
-            assert job is not None and job.status == "queued"
+            assert job is not None and job.status == "running"
         filler.unlink()
-        store.progress("job", 4)
+        assert store.checkpoint(job, 4, 4) is False  # held, no cancel asked
         assert store.get("job").tiles_done == 4  # type: ignore[union-attr]
 
 
@@ -181,8 +182,9 @@ def test_disk_full_while_a_job_writes_its_result(bentoml_home: Path, tmp_path: P
         failed = ended(server, victim, "failed", timeout=300)
         assert failed["error"]["error"] == "disk_full" and "no space left" in failed["error"]["detail"], failed
         ended_any(server, ahead, timeout=300)  # it may have filled the disk first, or finished before
-        leftovers = [p.name for p in (disk / "jobs" / victim).iterdir() if p.name != "input"]
-        assert leftovers == [], f"partial result files left behind: {leftovers}"
+        folder = disk / "jobs" / victim  # a failed job's files are deleted, its record kept
+        leftovers = [p.name for p in folder.iterdir()] if folder.exists() else []
+        assert leftovers == [], f"files left behind: {leftovers}"
         assert metric(httpx.get(f"{server.url}/metrics").text, 'hndsr_job_failures_total{reason="disk_full"}') >= 1
         filler.unlink()  # with space again, the next job succeeds: nothing was left stuck
         again = submitted(server, scene, scale_factor=2)

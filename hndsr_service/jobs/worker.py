@@ -1,0 +1,271 @@
+"""The scene-job worker: one per replica, on the server's event loop.
+
+It claims the oldest queued job (or one whose lease ran out) from the shared store and writes its product
+by tile rows through :class:`hndsr_raster.SceneUpscaler`, holding one of the service's inference slots per
+row only, so synchronous requests keep being answered in between. After each row it checks its lease,
+stores the row's checkpoint and records it: a replica that takes the job over replays the stored rows and
+goes on from there, with the same pixels. It stops at the next tile when the job is cancelled (on any
+replica), when its lease is lost (the job runs elsewhere now: it writes nothing more) or at shutdown (the
+job goes back to the queue, its checkpoints kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from rasterio.io import DatasetReader
+
+from hndsr_model.pipeline import InferenceCancelled
+from hndsr_model.weights import DEFAULT_VARIANT
+from hndsr_raster import SceneOptions, SceneUpscaler, open_raster
+from hndsr_raster.radiometry import BandStats
+from hndsr_raster.scene import working_path
+
+from .. import metrics
+from ..errors import ServiceError
+from ..imaging import image_errors
+from ..inference import InferenceRunner
+from ..products import check_uncertainty, variant_pipeline
+from ..schemas import map_samples
+from ..state import ServiceState
+from ..threads import run_in_thread
+from .files import RESULT_NAME, JobFiles, StorageUnavailable
+from .model import Job, JobStatus
+from .store import JobStore, StoreUnavailable
+
+logger = logging.getLogger("bentoml.hndsr.jobs")
+HOUSEKEEPING_S = 10.0
+GAUGES_S = 2.0
+STORE_PATIENCE_S = 60.0  # how long a running job waits for the database to come back before leaving the job
+T = TypeVar("T")
+
+
+@dataclass
+class _Run:
+    """A job running here: what stops it, and why."""
+
+    job: Job
+    cancel: threading.Event = field(default_factory=threading.Event)
+    lease_lost: bool = False
+
+    def apply(self, flag: bool | None) -> None:
+        """Act on what :meth:`JobStore.renew` or :meth:`JobStore.checkpoint` said."""
+        if flag is None:
+            self.lease_lost = True
+        if flag is None or flag:
+            self.cancel.set()
+
+
+class JobWorker:
+    def __init__(self, state: ServiceState, runner: InferenceRunner, store: JobStore, files: JobFiles) -> None:
+        self.state = state
+        self.runner = runner
+        self.store = store
+        self.files = files
+        self.wakeup = asyncio.Event()
+        self.runs: dict[str, _Run] = {}  # jobs running in this process
+        self.stopping = False
+        self.uploading = 0  # submissions admitted whose upload is still streaming (they hold a queue place)
+        self._gauges: dict[str, tuple[str, float]] = {}
+
+    @property
+    def lease_s(self) -> float:
+        return self.state.settings.job_lease_s
+
+    def upscaler(self, src: DatasetReader, params: dict[str, Any]) -> SceneUpscaler:
+        """The same product a job's parameters describe, at submit time and when it runs."""
+        settings = self.state.settings
+        # .get: records queued before these parameters existed (model, the map, fixed statistics)
+        pipeline = variant_pipeline(self.state.pipelines, params.get("model", DEFAULT_VARIANT))
+        bands = tuple(params["bands"]) if params["bands"] else None
+        samples = map_samples(params.get("return_uncertainty", False), params.get("uncertainty_samples", 0))
+        check_uncertainty(pipeline, samples)
+        stats = params.get("band_stats")
+        options = SceneOptions(params["scale_factor"], params["ddim_steps"], params["seed"], bands, samples,
+                               band_stats={int(b): BandStats(*v) for b, v in stats.items()} if stats else None)
+        return SceneUpscaler(pipeline, src, options, settings.max_job_pixels, settings.max_bands)
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Cancel the job wherever it runs: at once if it is queued, at its runner's next tile row otherwise."""
+        job = self.store.request_cancel(job_id)
+        if job is not None and job.id in self.runs:
+            self.runs[job.id].cancel.set()
+        return job
+
+    def gauges(self) -> dict[str, tuple[str, float]]:
+        """The fleet's job counts (the same on every replica), as last read by the worker's loop."""
+        return dict(self._gauges)
+
+    def interrupt(self) -> None:
+        """On shutdown: stop running jobs at their next tile and put them back in the queue."""
+        self.stopping = True
+        for run in self.runs.values():
+            run.cancel.set()
+
+    async def run_forever(self) -> None:
+        next_housekeeping = next_gauges = 0.0
+        while True:
+            try:
+                if time.monotonic() >= next_gauges:
+                    await run_in_thread(self._read_gauges)
+                    next_gauges = time.monotonic() + GAUGES_S
+                if time.monotonic() >= next_housekeeping:
+                    await run_in_thread(self.housekeeping)
+                    next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+                if self.state.ready and not self.stopping:
+                    job = await run_in_thread(self.store.claim, self.state.settings.replica_id, self.lease_s)
+                    if job is not None:
+                        await self.run_job(job)
+                        continue
+            except (StoreUnavailable, StorageUnavailable) as exc:
+                logger.warning("scene-job worker waiting: %s", exc)
+            except Exception:  # a locked or full disk must not end the worker: log, wait, try again
+                logger.exception("scene-job worker error")
+            self.wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
+
+    def housekeeping(self) -> None:
+        """Delete the files of jobs past retention (each expired job is returned to one replica only)."""
+        for job_id in self.store.expire(self.state.settings.job_retention_h * 3600):
+            self.files.delete(job_id)
+
+    def _read_gauges(self) -> None:
+        self._gauges = {
+            "hndsr_jobs_queued": ("Scene jobs waiting to run, in the whole fleet",
+                                  float(self.store.count(JobStatus.QUEUED))),
+            "hndsr_jobs_running": ("Scene jobs running, in the whole fleet", float(self.store.count(JobStatus.RUNNING))),
+        }
+
+    async def run_job(self, job: Job) -> None:
+        run = self.runs[job.id] = _Run(job)
+        started = time.perf_counter()
+        logger.info("job %s claimed (attempt %d, from tile row %d)", job.id, job.attempts, job.rows_done)
+        lease = asyncio.ensure_future(self._keep_lease(run))
+        try:
+            status, error = await self._outcome(run)
+        finally:
+            lease.cancel()
+            self.runs.pop(job.id, None)
+            await run_in_thread(self.files.drop_scratch, job.id)
+        if status is None:
+            return
+        if status is not JobStatus.SUCCEEDED:
+            await run_in_thread(self.files.delete, job.id)
+        if not await self._patiently(lambda: self.store.finish(job, status, error)):
+            logger.warning("job %s: its lease was lost before it could be recorded %s", job.id, status.value)
+            return
+        if (await self._patiently(lambda: self.store.get(job.id))).expired:  # type: ignore[union-attr]
+            await run_in_thread(self.files.delete, job.id)  # deleted by its client while it ran
+        metrics.JOB_SECONDS.labels(status=status.value).observe(time.perf_counter() - started)
+        if error:
+            metrics.JOB_FAILURES.labels(reason=metrics.job_failure_reason(error["error"])).inc()
+        logger.info("job %s %s in %.1f s", job.id, status.value, time.perf_counter() - started)
+
+    async def _outcome(self, run: _Run) -> tuple[JobStatus | None, dict[str, str] | None]:
+        """Run the job; its final status and error, or None when it is not this replica's to record (shutdown,
+        a lost lease, an unreachable database: the job resumes from its checkpoints wherever it is claimed)."""
+        job = run.job
+        try:
+            if job.cancel_requested:  # deleted while its previous runner was gone
+                raise InferenceCancelled("cancelled")
+            await self._process(run)
+            return JobStatus.SUCCEEDED, None
+        except InferenceCancelled:
+            if run.lease_lost:
+                logger.warning("job %s: lease lost (another replica took it over); stopped writing", job.id)
+                return None, None
+            if self.stopping:
+                await self._patiently(lambda: self.store.release(job))
+                logger.info("job %s interrupted by shutdown; queued again, to resume from its checkpoints", job.id)
+                return None, None
+            return JobStatus.CANCELLED, None
+        except StoreUnavailable as exc:
+            logger.warning("job %s left to another attempt: %s", job.id, exc)
+            return None, None
+        except StorageUnavailable as exc:
+            return JobStatus.FAILED, {"error": "storage_unavailable", "detail": str(exc)}
+        except ServiceError as exc:
+            return JobStatus.FAILED, {"error": exc.code, "detail": exc.detail}
+        except OSError as exc:
+            code = "disk_full" if exc.errno == errno.ENOSPC else "io_error"
+            return JobStatus.FAILED, {"error": code, "detail": f"writing the result failed: {exc.strerror or exc}"}
+        except Exception:
+            logger.exception("job %s failed", job.id)
+            return JobStatus.FAILED, {"error": "internal_error", "detail": f"the job failed (job id {job.id})"}
+
+    async def _fix_stats(self, run: _Run, upscaler: SceneUpscaler) -> None:
+        """Keep the scene's statistics (one pass over it) in the record, as the seed is: a run resumed elsewhere
+        normalises every row as the first run did."""
+        stats = await run_in_thread(upscaler.band_stats)
+        params = {**run.job.params, "band_stats": {str(b): [s.low, s.high, s.fill] for b, s in stats.items()}}
+        if not await self._patiently(lambda: self.store.fix_params(run.job, params)):
+            run.apply(None)
+
+    async def _keep_lease(self, run: _Run) -> None:
+        """Renew the lease a few times per ``JOB_LEASE_S``; learn of a cancel or of the lease's loss meanwhile."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                run.apply(await run_in_thread(self.store.renew, run.job))
+            except StoreUnavailable as exc:
+                logger.warning("job %s: lease not renewed: %s", run.job.id, exc)
+
+    async def _patiently(self, call: Callable[[], T]) -> T:
+        """``call()`` in a thread, retried while the database is unreachable, for at most STORE_PATIENCE_S."""
+        deadline = time.monotonic() + STORE_PATIENCE_S
+        while True:
+            try:
+                return await run_in_thread(call)
+            except StoreUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1.0)
+
+    async def _process(self, run: _Run) -> None:
+        job, files = run.job, self.files
+        scratch = files.scratch(job.id)
+        scratch.mkdir(parents=True, exist_ok=True)
+        result = scratch / RESULT_NAME
+        part = working_path(result)
+        source = await run_in_thread(files.input, job.id)
+        with image_errors(), open_raster(source) as src:
+            upscaler = self.upscaler(src, job.params)
+            if "band_stats" not in job.params:
+                await self._fix_stats(run, upscaler)
+            steps = upscaler.steps(part, should_cancel=run.cancel.is_set, record=True, resume_rows=job.rows_done,
+                                   load_row=lambda row: files.get_row(job.id, row))
+            try:
+                reported = job.tiles_done
+                while True:
+                    async with self.runner.slot():
+                        step = await run_in_thread(next, steps, None)
+                    if step is None:
+                        break
+                    metrics.TILES.inc(max(step.tiles_done - reported, 0))
+                    reported = step.tiles_done
+                    # The lease first: a runner that lost it (paused past JOB_LEASE_S) must not write.
+                    run.apply(await self._patiently(lambda: self.store.renew(job)))
+                    if run.lease_lost:
+                        break
+                    await run_in_thread(files.put_row, job.id, step.rows_done - 1, step.writes)
+                    run.apply(await self._patiently(
+                        lambda step=step: self.store.checkpoint(job, step.rows_done, step.tiles_done)))
+                if run.cancel.is_set():
+                    raise InferenceCancelled("cancelled")
+                await run_in_thread(upscaler.finish, part, result)
+                run.apply(await self._patiently(lambda: self.store.renew(job)))
+                if run.cancel.is_set():
+                    raise InferenceCancelled("cancelled")
+                await run_in_thread(files.store_result, job.id, result)
+            finally:
+                steps.close()
+                part.unlink(missing_ok=True)

@@ -27,7 +27,10 @@ from hndsr_raster import parse_bands
 from hndsr_service import guards, imaging, metrics, openapi, ratelimit, uploads
 from hndsr_service.errors import ServiceError, api_errors, request_id
 from hndsr_service.inference import InferenceRunner
-from hndsr_service.jobs import JobWorker, job_routes, open_files, open_store
+from hndsr_service.jobs.files import open_files
+from hndsr_service.jobs.routes import job_routes
+from hndsr_service.jobs.store import open_store
+from hndsr_service.jobs.worker import JobWorker
 from hndsr_service.probes import build_probe_app
 from hndsr_service.products import Product, ProductRequest, make_product, variant_pipeline
 from hndsr_service.schemas import (

@@ -18,6 +18,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from hndsr_model.pipeline import DEFAULT_UNCERTAINTY_SAMPLES, UNCERTAINTY_SAMPLES
 from hndsr_model.weights import DEFAULT_VARIANT, VARIANT_FILES
 
+from .jobs.model import JobStatus
+
 API_VERSION = "1.0"
 MAX_SEED = 2**32 - 1
 
@@ -236,7 +238,7 @@ class Job(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     job_id: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: JobStatus
     progress: JobProgress
     created_at: datetime
     started_at: datetime | None
@@ -246,5 +248,8 @@ class Job(BaseModel):
     output: JobOutput
     expired: bool = Field(description="The job and its result are deleted (true only in the answer to DELETE: "
                                       "the job answers 410 from then on)")
+    runner: str | None = Field(description="The replica running the job, or that ran it last (REPLICA_ID)")
+    attempts: int = Field(description="How many times the job was started (more than once: resumed after an "
+                                      "interruption, from its last finished tile row)")
     status_url: str
     result_url: str

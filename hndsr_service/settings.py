@@ -91,16 +91,18 @@ class Settings:
 
 
 def _parse(env: Mapping[str, str], name: str, default: T, convert: Callable[[str], T], check: Callable[[T], bool],
-           allowed: str) -> T:
+           allowed: str, secret: bool = False) -> T:
+    """``env[name]`` converted and checked; a ``secret`` value (a URL with a password) is never quoted."""
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
+    shown = name if secret else f"{name}={raw!r}"
     try:
         value = convert(raw.strip())
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is invalid: expected {allowed}") from None
+        raise SettingsError(f"{shown} is invalid: expected {allowed}") from None
     if not check(value):
-        raise SettingsError(f"{name}={raw!r} is invalid: expected {allowed}")
+        raise SettingsError(f"{shown} is invalid: expected {allowed}")
     return value
 
 
@@ -200,7 +202,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         job_retention_h=_parse(env, "JOB_RETENTION_H", d.job_retention_h, *positive_float),
         jobs_database_url=_parse(env, "JOBS_DATABASE_URL", d.jobs_database_url, str,
                                  lambda v: v.startswith(("postgresql://", "postgres://")),
-                                 "a postgresql://USER:PASSWORD@HOST:PORT/DB URL"),
+                                 "a postgresql://USER:PASSWORD@HOST:PORT/DB URL", secret=True),
         jobs_storage_url=_parse(env, "JOBS_STORAGE_URL", d.jobs_storage_url, str,
                                 lambda v: v.startswith("s3://") and len(v) > len("s3://") and v[5] != "/",
                                 "an s3://BUCKET/PREFIX URL"),

@@ -1,8 +1,8 @@
 """Multipart parsing without BentoML's URL fetching.
 
-BentoML treats a text value in a file field as a URL and downloads it (an SSRF door), and answers a
-malformed multipart body (a broken part, or no boundary at all) with 500. :func:`install` swaps in a parser that rejects both with 422, and
-that labels a generic ``application/octet-stream`` part by its magic bytes (curl sends a ``.tif``
+BentoML treats a text value in a file field as a URL and downloads it (an SSRF door), answers a
+malformed multipart body (a broken part, or no boundary at all) with 500, and takes one of the values of a
+field sent twice. :func:`install` swaps in a parser that rejects all three with 422, and that labels a generic ``application/octet-stream`` part by its magic bytes (curl sends a ``.tif``
 that way) so the declared ``image/*`` content type can be checked.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from _bentoml_impl.serde import ALL_SERDE, MultipartSerde
 from bentoml.exceptions import BentoMLException
-from starlette.datastructures import Headers, UploadFile
+from starlette.datastructures import FormData, Headers, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
@@ -33,11 +33,25 @@ class NoFetchMultipartSerde(MultipartSerde):
 
     async def parse_request(self, request: Any, cls: Any) -> Any:
         try:
+            repeated = repeated_fields(await request.form())  # Starlette keeps the form for the parser below
+            if repeated:
+                raise unprocessable(repeated_message(repeated))
             return await super().parse_request(request, cls)
         except MultiPartException as exc:
             raise unprocessable(f"malformed multipart body: {exc.message}") from None
         except HTTPException as exc:  # Starlette's form parser turns its MultiPartException into a 400 in an app
             raise unprocessable(f"malformed multipart body: {exc.detail}") from None
+
+
+def repeated_fields(form: FormData) -> list[str]:
+    """The fields a form gives more than once: no route takes a list, and which value a parser keeps is an
+    accident of its code (schemathesis found a doubled field accepted)."""
+    names = [name for name, _ in form.multi_items()]
+    return sorted({name for name in names if names.count(name) > 1})
+
+
+def repeated_message(repeated: list[str]) -> str:
+    return f"malformed form: field{'s' if len(repeated) > 1 else ''} {', '.join(repeated)} given more than once"
 
 
 def label_by_content(upload: UploadFile) -> UploadFile:

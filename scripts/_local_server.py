@@ -134,6 +134,23 @@ def descendants(root_pid: int, children: dict[int, list[int]] | None = None) -> 
     return found
 
 
+def kill_tree(server: subprocess.Popen) -> None:
+    """SIGKILL a server and every process under it, as a machine that dies would. BentoML's workers run in
+    sessions of their own, so killing the server's process group alone would leave the worker running."""
+    import psutil  # a test dependency, as are the tests and scripts that kill servers
+
+    tree = [server.pid, *descendants(server.pid)]
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    server.wait(timeout=30)
+    alive = []
+    for pid in tree[1:]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            alive.append(psutil.Process(pid))
+    psutil.wait_procs(alive, timeout=30)
+
+
 def tree_rss_bytes(root_pid: int) -> int:
     """Resident memory of a process and all its descendants."""
     children, rss = _processes()

@@ -41,8 +41,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--export", type=Path, metavar="PATH", help="also write the Bento archive here")
     parser.add_argument("-f", "--bentofile", default=None, help="bentofile.yaml (default) or bentofile.cuda.yaml")
-    parser.add_argument("--image", nargs="?", const="hndsr:latest", metavar="TAG",
-                        help="also build the container image (default tag hndsr:latest; needs dockerd)")
+    parser.add_argument("--image", nargs="?", const="", metavar="TAG",
+                        help="also build the container image (default tag hndsr:latest, hndsr:latest-cuda with "
+                             "--cuda; needs dockerd)")
     parser.add_argument("--cuda", action="store_true", help="use bentofile.cuda.yaml (NVIDIA CUDA base image)")
     args = parser.parse_args()
     bentofile = args.bentofile or ("bentofile.cuda.yaml" if args.cuda else "bentofile.yaml")
@@ -50,9 +51,11 @@ def main() -> None:
     bento = bentoml.bentos.build_bentofile(str(ROOT / bentofile), build_ctx=str(ROOT))
     if args.export:
         print(f"exported {bento.export(str(args.export.resolve()))}")
-    if args.image:
-        containerize(bento.tag, args.image, cuda=bentofile == "bentofile.cuda.yaml")
-        print(args.image)
+    if args.image is not None:
+        cuda = bentofile == "bentofile.cuda.yaml"
+        image = args.image or ("hndsr:latest-cuda" if cuda else "hndsr:latest")  # distinct, so neither replaces the other
+        containerize(bento.tag, image, cuda=cuda)
+        print(image)
     else:
         print(bento.tag)
 

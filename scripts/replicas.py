@@ -9,6 +9,9 @@
   limit and the queue depth hold across them; they trust HAProxy's X-Forwarded-For (TRUSTED_PROXIES gets
   127.0.0.1), so the limit applies to the real client address.
 - Redis is REDIS_URL when set, else a private redis-server (Debian's package) on a free loopback port.
+- Scene jobs: the replicas share JOBS_DIR (SQLite and the files, one host); with JOBS_DATABASE_URL and
+  JOBS_STORAGE_URL set they share those instead, and each replica gets a scratch folder of its own
+  (JOBS_DIR/replica<i>), as replicas on separate machines would have.
 - SIGTERM or Ctrl-C: every replica drains (in-flight requests finish, new ones are refused with 503), then
   HAProxy and Redis stop. Exit status 0 after a clean drain.
 
@@ -115,15 +118,19 @@ class Replicas:
         drain = os.environ.get("DRAIN_TIMEOUT_S", "30")
         trusted = ",".join(filter(None, [os.environ.get("TRUSTED_PROXIES", ""), "127.0.0.1/32"]))
         ports = [free_port() for _ in range(self.count)]
+        settings = load_settings()
+        fleet = settings.jobs_database_url is not None and settings.jobs_storage_url is not None
         for i, port in enumerate(ports, 1):
             # One BENTOML_HOME for all: each server keeps its metrics in a folder of its own
             # (hndsr_service.metrics.setup_multiprocess_store).
-            self.replicas.append(launch(port, {"REDIS_URL": redis_url, "TRUSTED_PROXIES": trusted},
-                                        self.work / f"replica{i}.log", "--timeout-graceful-shutdown", drain,
-                                        *self.extra, append=True))
+            env = {"REDIS_URL": redis_url, "TRUSTED_PROXIES": trusted, "REPLICA_ID": f"replica{i}"}
+            if fleet:
+                env["JOBS_DIR"] = str(settings.jobs_dir / f"replica{i}")
+            self.replicas.append(launch(port, env, self.work / f"replica{i}.log", "--timeout-graceful-shutdown",
+                                        drain, *self.extra, append=True))
             log(f"replica{i} pid {self.replicas[-1].pid} on 127.0.0.1:{port} (log {self.work}/replica{i}.log)")
         pem = self._pem()
-        timeout_s = load_settings().request_timeout_s + 30  # as the service's own BentoML timeout
+        timeout_s = settings.request_timeout_s + 30  # as the service's own BentoML timeout
         config = self.work / "haproxy.cfg"
         config.write_text(haproxy_config(self.host, self.port, ports, self.work, pem, timeout_s,
                                          keep_forwarded_for=bool(os.environ.get("TRUSTED_PROXIES"))))

@@ -29,6 +29,7 @@ from ..errors import ServiceError, error_response
 from ..imaging import image_errors
 from ..schemas import JobParams, form_value
 from ..threads import run_in_thread
+from ..uploads import repeated_fields, repeated_message
 from .files import StorageUnavailable, StoredResult
 from .model import Job, JobStatus, is_job_id, new_job_id
 from .store import StoreUnavailable
@@ -83,6 +84,9 @@ def job_routes(worker: JobWorker) -> list[Route]:
             raise ServiceError(415, "unsupported_media_type", "send the raster as multipart/form-data, field image")
         async with _reserve_place(worker):
             async with request.form(max_files=1, max_fields=len(JOB_FIELDS)) as form:
+                repeated = repeated_fields(form)
+                if repeated:
+                    raise ServiceError(422, "invalid_request", repeated_message(repeated))
                 params = _params({k: v for k, v in form.items() if k != "image"})
                 upload = form.get("image")
                 if not isinstance(upload, UploadFile):

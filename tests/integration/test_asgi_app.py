@@ -342,6 +342,16 @@ def test_multipart_without_boundary_is_422(client: TestClient, path: str) -> Non
     assert "boundary" in assert_error(response, 422, "invalid_request")["detail"]
 
 
+@pytest.mark.parametrize("path", ["/upscale", "/jobs"])
+def test_a_field_given_twice_is_422(client: TestClient, path: str) -> None:
+    """Which of two values a parser keeps is its accident: a doubled field is a malformed form on every route."""
+    image = ("a.png", encode(rgb_image(8, 8)), "image/png")
+    fields = {"return_uncertainty": ["true", "false"], "scale_factor": "2"}
+    response = client.post(path, files={"image": image}, data=fields)
+    detail = assert_error(response, 422, "invalid_request")["detail"]
+    assert detail == "malformed form: field return_uncertainty given more than once"
+
+
 def test_decoder_errors_are_in_our_words(client: TestClient) -> None:
     bomb = assert_error(client.post("/infer", json={"image": b64(png_header_only(50_000, 50_000))}), 413,
                         "image_too_large")

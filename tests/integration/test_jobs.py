@@ -3,10 +3,7 @@ limits, retention, metrics, and a job that survives a SIGKILL of the server."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
 import socket
 import threading
 import time
@@ -17,12 +14,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-import psutil
 import pytest
 import rasterio
 from affine import Affine
 from rasterio.io import MemoryFile
 
+from scripts._local_server import kill_tree
 from tests.helpers import encode, rgb_image
 from tests.integration.server import Server, serving
 from tests.rasters import NORTH_UP, UTM, psnr, smooth, write_raster
@@ -457,22 +454,8 @@ def test_results_expire_after_retention(limited: tuple[Server, Path], rasters: d
 
 
 def crash(server: Server) -> None:
-    """SIGKILL the server and every process under it. BentoML's workers run in sessions of their own, so
-    killing the server's process group alone would leave the worker (and its job) running."""
-    tree = [server.process.pid, *(child.pid for child in psutil.Process(server.process.pid).children(recursive=True))]
-    os.killpg(server.process.pid, signal.SIGKILL)
-    for pid in tree:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    server.process.wait(timeout=30)
-    psutil.wait_procs([p for p in map(_process, tree[1:]) if p is not None], timeout=30)
-
-
-def _process(pid: int) -> psutil.Process | None:
-    try:
-        return psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return None
+    """SIGKILL the server and every process under it: no shutdown hook runs."""
+    kill_tree(server.process)
 
 
 def test_job_survives_a_killed_server(bentoml_home: Path, tmp_path: Path, rasters: dict[str, bytes]) -> None:

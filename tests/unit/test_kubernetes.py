@@ -45,7 +45,7 @@ def api_container() -> tuple[dict, dict]:
 
 def test_api_deployment_agrees_with_the_settings() -> None:
     pod, container = api_container()
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     settings = load_settings({k: v for k, v in env.items() if not k.startswith("BENTOML_")})
     assert settings.device == "cuda" and settings.host == "0.0.0.0"
     assert [p["containerPort"] for p in container["ports"] if p["name"] == "http"] == [settings.port]
@@ -62,6 +62,29 @@ def test_api_deployment_agrees_with_the_settings() -> None:
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 1034
     for name in env:
         assert name.startswith("BENTOML_") or name.lower() in Settings.__dataclass_fields__, name
+
+
+def test_pods_share_jobs_through_a_database_and_storage_from_a_secret() -> None:
+    pod, container = api_container()
+    env = {e["name"]: e for e in container["env"]}
+    for name in ("JOBS_DATABASE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "hndsr-jobs", name
+    assert load_settings({"JOBS_STORAGE_URL": env["JOBS_STORAGE_URL"]["value"]}).jobs_storage_url
+    assert env["REPLICA_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    scratch = next(v for v in pod["volumes"] if v["name"] == "scratch")
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "scratch")
+    assert "emptyDir" in scratch and env["JOBS_DIR"]["value"].startswith(mount["mountPath"] + "/")
+    assert container["resources"]["limits"]["ephemeral-storage"] == scratch["emptyDir"]["sizeLimit"]
+    assert container["image"].endswith("-cuda")  # the CUDA image's own tag; the CPU image is hndsr:latest
+
+
+def test_the_autoscaler_can_reach_its_target_on_every_pod() -> None:
+    """The queue depth is shared by every pod (Redis): below max pods x target, the last pods never reach it."""
+    _, container = api_container()
+    depth = int(next(e["value"] for e in container["env"] if e["name"] == "MAX_QUEUE_DEPTH"))
+    hpa = find("HorizontalPodAutoscaler", "hndsr-api")["spec"]
+    target = float(hpa["metrics"][0]["pods"]["target"]["averageValue"])
+    assert hpa["maxReplicas"] * target <= depth
 
 
 def test_redis_url_points_at_the_redis_service() -> None:

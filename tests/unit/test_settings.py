@@ -65,3 +65,19 @@ def test_body_idle_timeout() -> None:
     assert load_settings({"BODY_IDLE_TIMEOUT_S": "2.5"}).body_idle_timeout_s == 2.5
     with pytest.raises(SettingsError, match="BODY_IDLE_TIMEOUT_S"):
         load_settings({"BODY_IDLE_TIMEOUT_S": "0"})
+
+
+def test_fleet_settings_and_a_database_url_never_shown() -> None:
+    url = "postgresql://hndsr:s3cret-pass@db:5432/hndsr"
+    settings = load_settings({"JOBS_DATABASE_URL": url, "JOBS_STORAGE_URL": "s3://bucket/prefix", "JOB_LEASE_S": "12",
+                              "REPLICA_ID": "pod-7"})
+    assert (settings.jobs_database_url, settings.jobs_storage_url) == (url, "s3://bucket/prefix")
+    assert (settings.job_lease_s, settings.replica_id) == (12.0, "pod-7")
+    assert "s3cret" not in repr(settings)
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"JOBS_DATABASE_URL": "mysql://hndsr:s3cret-pass@db/hndsr"})
+    assert "s3cret" not in str(caught.value) and "JOBS_DATABASE_URL is invalid" in str(caught.value)
+    for name, value in (("JOBS_STORAGE_URL", "s3:///prefix"), ("JOBS_STORAGE_URL", "/data"), ("JOB_LEASE_S", "1")):
+        with pytest.raises(SettingsError, match=name):
+            load_settings({name: value})
+    assert ":" in load_settings({}).replica_id  # hostname:pid

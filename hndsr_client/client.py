@@ -56,21 +56,39 @@ class JobsClient:
 
     def wait(self, job_id: str, progress: bool = False, poll_s: float = 1.0, timeout_s: float | None = None
              ) -> dict[str, Any]:
-        """Poll until the job finishes; returns its record, raises :class:`HNDSRError` if it failed or was cancelled."""
+        """Poll until the job finishes; returns its record, raises :class:`HNDSRError` if it failed or was cancelled.
+
+        A service that cannot answer for a while (a 503 with ``Retry-After`` while its job database restarts, a
+        replica going away under the load balancer) is polled again after the wait it asks for: the job goes
+        on meanwhile."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        status = "unknown"
         with tqdm(desc=f"job {job_id[:8]}", unit="tile", disable=not progress) as bar:
             while True:
-                job = self.status(job_id)
-                bar.total = job["progress"]["tiles_total"]
-                bar.update(job["progress"]["tiles_done"] - bar.n)
-                if job["status"] == "succeeded":
-                    return job
-                if job["status"] in FAILED:
-                    error = job["error"] or {"error": job["status"], "detail": f"the job was {job['status']}"}
-                    raise HNDSRError(200, error["error"], error["detail"])
+                job, wait_s = self._poll(job_id, poll_s)
+                if job is not None:
+                    status = job["status"]
+                    bar.total = job["progress"]["tiles_total"]
+                    bar.update(job["progress"]["tiles_done"] - bar.n)
+                    if status == "succeeded":
+                        return job
+                    if status in FAILED:
+                        error = job["error"] or {"error": status, "detail": f"the job was {status}"}
+                        raise HNDSRError(200, error["error"], error["detail"])
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s:g} s")
-                time.sleep(poll_s)
+                    raise TimeoutError(f"job {job_id} still {status} after {timeout_s:g} s")
+                time.sleep(wait_s)
+
+    def _poll(self, job_id: str, poll_s: float) -> tuple[dict[str, Any] | None, float]:
+        """The job's record and when to poll next; no record while the service cannot say (503, connection lost)."""
+        try:
+            response = self.http.get(f"/jobs/{job_id}")
+        except httpx.TransportError:
+            return None, poll_s
+        if response.status_code == 503:
+            retry_after = response.headers.get("retry-after", "")
+            return None, float(retry_after) if retry_after.isdigit() else poll_s
+        return self._json(response, 200), poll_s
 
     def download(self, job_id: str, dest: str | Path) -> Path:
         """Stream the result to ``dest`` (written beside it first, renamed when complete)."""

@@ -178,10 +178,29 @@ class SceneUpscaler:
 
         ``record``: each step carries its row's writes. ``resume_rows``: the first rows are not computed but
         replayed from ``load_row(row)`` (checkpoints a recording run made), and the rest are the same bytes
-        an uninterrupted run writes."""
+        an uninterrupted run writes.
+
+        Each step may run in another thread (a job runs its steps in a pool's threads, one slot at a time).
+        rasterio keeps its GDAL environment per thread, so the environment is entered and left within each
+        step: one entered in a thread and left in another raised ``EnvError: No GDAL environment exists``."""
         if resume_rows and load_row is None:
             raise ValueError("resuming needs load_row")
-        with write_errors(part), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), contextlib.ExitStack() as stack:
+        work = self._steps(part, should_cancel, record, resume_rows, load_row)
+        try:
+            while True:
+                with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+                    step = next(work, None)
+                if step is None:
+                    return
+                yield step
+        finally:
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+                work.close()
+
+    def _steps(self, part: Path, should_cancel: CancelCheck | None, record: bool, resume_rows: int,
+               load_row: RowLoader | None) -> Iterator[SceneStep]:
+        """:meth:`steps` without its GDAL environment."""
+        with write_errors(part), contextlib.ExitStack() as stack:
             dst = stack.enter_context(rasterio.open(part, "w", **self._profile()))
             self._copy_metadata(dst)
             writers = {PRODUCT: RecordingWriter(dst, PRODUCT)}

@@ -46,10 +46,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {"DEVICE": "cpu", "RATE_LIMIT_PER_HOUR": "1000000", "REQUEST_TIMEOUT_S": "120", "TILE_SIZE": "64",
        "TILE_OVERLAP": "16", "JOB_LEASE_S": "10", "MAX_QUEUED_JOBS": "12", "JOBS_STORAGE_URL": f"s3://{BUCKET}/soak"}
 DESIGNED = {  # statuses each kind of request may get, by design
-    "upscale": {200, 503}, "submit": {202, 503}, "corrupt": {422}, "bad_field": {422}, "unknown_job": {404},
+    # A full queue refuses a submission before its body is read, bad or not.
+    "upscale": {200, 503}, "submit": {202, 503}, "corrupt": {422}, "bad_field": {422, 503}, "unknown_job": {404},
     "delete": {200, 202, 410},
 }
 FINAL_OK = {"succeeded", "cancelled"}
+ROUTES = ("/upscale", "/jobs", "/jobs/{id}")  # the metric's endpoint labels of what the clients send
 
 
 @dataclass
@@ -86,11 +88,12 @@ def png(rng: np.random.Generator, size: int) -> bytes:
     return buffer.getvalue()
 
 
-def scene(rng: np.random.Generator) -> bytes:
-    """A small uint16 GeoTIFF of several tile rows (a job of a few seconds on a CPU)."""
-    data = (np.add.outer(np.arange(192), np.arange(160)) * 20 + rng.integers(0, 300, (192, 160))).astype(np.uint16)
+def scene(rng: np.random.Generator, height: int = 384, width: int = 256) -> bytes:
+    """A uint16 GeoTIFF of several tile rows: a job of some seconds on a CPU, long enough to be interrupted."""
+    data = (np.add.outer(np.arange(height), np.arange(width)) * 20
+            + rng.integers(0, 300, (height, width))).astype(np.uint16)
     with MemoryFile() as mem:
-        with mem.open(driver="GTiff", width=160, height=192, count=1, dtype="uint16") as dst:
+        with mem.open(driver="GTiff", width=width, height=height, count=1, dtype="uint16") as dst:
             dst.write(data, 1)
         return mem.read()
 
@@ -132,7 +135,7 @@ class Traffic:
                     continue
                 self.statuses[kind][response.status_code] += 1
                 if replica.name not in self.down:
-                    replica.counts[response.status_code] += 1 if kind != "unknown_job" else 0
+                    replica.counts[response.status_code] += 1
                 if response.status_code not in DESIGNED[kind]:
                     self.undesigned.append(f"{kind} on {replica.name}: {response.status_code} {response.text[:200]}")
 
@@ -184,8 +187,10 @@ async def run(args: argparse.Namespace, replicas: list[Replica]) -> dict:
         await asyncio.to_thread(victim.start)
         traffic.down.discard(victim.name)
     await asyncio.gather(*clients)
+    served = {r.name: await asyncio.to_thread(requests_by_status, r.url, ROUTES) for r in replicas}
     outcomes = await asyncio.to_thread(follow_jobs, traffic, replicas, args.settle_s)
-    return report(traffic, replicas, memory, kills, outcomes)
+    return report(traffic, replicas, memory, kills, outcomes, served)
+
 
 
 def follow_jobs(traffic: Traffic, replicas: list[Replica], settle_s: float) -> dict[str, dict]:
@@ -204,7 +209,8 @@ def follow_jobs(traffic: Traffic, replicas: list[Replica], settle_s: float) -> d
     return last
 
 
-def report(traffic: Traffic, replicas: list[Replica], memory: list[dict], kills: int, jobs: dict[str, dict]) -> dict:
+def report(traffic: Traffic, replicas: list[Replica], memory: list[dict], kills: int, jobs: dict[str, dict],
+           served: dict[str, Counter]) -> dict:
     final = Counter()
     failures = list(traffic.undesigned)
     for job_id, record in jobs.items():
@@ -218,12 +224,11 @@ def report(traffic: Traffic, replicas: list[Replica], memory: list[dict], kills:
             failures.append(f"deleted job {job_id} ended {outcome}")
     resumed = sum(1 for record in jobs.values() if record.get("attempts", 1) > 1)
     metrics = {}
-    for replica in replicas:
-        served = requests_by_status(replica.url)
-        client = dict(sorted(replica.counts.items()))
-        metrics[replica.name] = {"life": replica.life, "server": dict(sorted(served.items())), "client": client}
-        if dict(served) != dict(replica.counts):
-            failures.append(f"{replica.name}: /metrics {dict(served)} but the client counted {client}")
+    for replica in replicas:  # each replica's last life: its counters start with it
+        server, client = dict(sorted(served[replica.name].items())), dict(sorted(replica.counts.items()))
+        metrics[replica.name] = {"life": replica.life, "server": server, "client": client}
+        if server != client:
+            failures.append(f"{replica.name}: /metrics {server} but the client counted {client}")
     return {"statuses": {k: dict(sorted(v.items())) for k, v in traffic.statuses.items()},
             "jobs": {"accepted": len(jobs), "final": dict(final), "resumed_by_another_attempt": resumed},
             "kills": kills, "lost_to_kill": traffic.lost_to_kill, "memory_at_rest_mb": memory, "metrics": metrics,

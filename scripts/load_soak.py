@@ -329,13 +329,13 @@ NORMAL_SPEED = ("infer", "upscale", "geotiff", "diffusion")  # accepted latency 
 # -- the server's side --------------------------------------------------------------------------------------
 
 
-def requests_by_status(url: str) -> Counter:
+def requests_by_status(url: str, endpoints: tuple[str, ...] = ENDPOINTS) -> Counter:
     """``hndsr_requests_total`` of the endpoints the clients use, summed per status."""
     counts: Counter = Counter()
     text = httpx.get(f"{url}/metrics", timeout=30).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "hndsr_requests_total" and sample.labels.get("endpoint") in ENDPOINTS:
+            if sample.name == "hndsr_requests_total" and sample.labels.get("endpoint") in endpoints:
                 counts[int(sample.labels["status"])] += int(sample.value)
     return counts
 

@@ -194,6 +194,7 @@ class JobWorker:
         except StorageUnavailable as exc:
             return JobStatus.FAILED, {"error": "storage_unavailable", "detail": str(exc)}
         except ServiceError as exc:
+            logger.warning("job %s failed: %s (%s)", job.id, exc.detail, _causes(exc))
             return JobStatus.FAILED, {"error": exc.code, "detail": exc.detail}
         except OSError as exc:
             code = "disk_full" if exc.errno == errno.ENOSPC else "io_error"
@@ -269,3 +270,11 @@ class JobWorker:
             finally:
                 steps.close()
                 part.unlink(missing_ok=True)
+
+
+def _causes(exc: BaseException) -> str:
+    """What lies under an error given in the service's own words (GDAL's message, say), for the log only."""
+    causes = []
+    while (exc := exc.__cause__ or exc.__context__) is not None:  # type: ignore[assignment]
+        causes.append(f"{type(exc).__name__}: {exc}")
+    return "; ".join(causes) or "no underlying error"

@@ -26,7 +26,7 @@ from tests.rasters import smooth, write_raster
 
 pytestmark = pytest.mark.integration
 
-LEASE_S = 4  # short, so that takeovers happen within seconds here (the default is 30)
+LEASE_S = 8  # short, so that takeovers happen within seconds here (the default is 30), not on a busy CI machine
 ENV = {"RATE_LIMIT_PER_HOUR": "1000", "REQUEST_TIMEOUT_S": "300", "TILE_SIZE": "64", "TILE_OVERLAP": "16",
        "JOB_LEASE_S": str(LEASE_S), "JOBS_STORAGE_URL": f"s3://{BUCKET}/fleet"}
 SEED = 11
@@ -45,13 +45,13 @@ class Fleet:
             shutil.copytree(self.home, home, ignore=shutil.ignore_patterns("prometheus_multiproc*"))
         env = {**ENV, **self.storage.env, "JOBS_DATABASE_URL": self.database.url, "REPLICA_ID": name,
                "JOBS_DIR": str(folder / "jobs"), "BENTOML_HOME": str(home)}
-        server = self.replicas[name] = Server(env, folder / "server.log")
+        lives = len(list(folder.glob("server-*.log")))
+        server = self.replicas[name] = Server(env, folder / f"server-{lives + 1}.log")
         server.wait_ready()
         return server
 
     def runner_of(self, job_id: str) -> Server:
-        name = status(next(iter(self.replicas.values())), job_id)["runner"]
-        return self.replicas[name]
+        return self.replicas[status(next(iter(self.replicas.values())), job_id)["runner"]]
 
     def other_than(self, server: Server) -> Server:
         return next(s for s in self.replicas.values() if s is not server)
@@ -138,7 +138,7 @@ def test_a_killed_runner_is_resumed_elsewhere_from_its_last_row(fleet: Fleet, sc
     a = fleet.replicas["a"]
     job_id = submitted(a, scene, scale_factor=2, ddim_steps=1, seed=SEED)
     before = wait_for(a, job_id, rows_done_at_least(3), timeout=300)
-    runner = fleet.runner_of(job_id)
+    runner = fleet.replicas[before["runner"]]
     crash(runner)
     survivor = fleet.other_than(runner)
     progress: list[int] = []
@@ -148,9 +148,8 @@ def test_a_killed_runner_is_resumed_elsewhere_from_its_last_row(fleet: Fleet, sc
         return body["status"] == "succeeded"
 
     end = wait_for(survivor, job_id, done, timeout=600)
-    restarted = fleet.start(next(name for name, s in fleet.replicas.items() if s is runner))
-    assert restarted.url
-    assert end["attempts"] == 2 and end["runner"] != before["runner"]
+    fleet.start(before["runner"])
+    assert end["attempts"] == before["attempts"] + 1 and end["runner"] != before["runner"]
     assert min(progress) >= before["progress"]["tiles_done"] - 7, "progress went back more than a tile row"
     assert np.array_equal(pixels(httpx.get(f"{survivor.url}/jobs/{job_id}/result", timeout=60).content), reference)
 
@@ -158,31 +157,24 @@ def test_a_killed_runner_is_resumed_elsewhere_from_its_last_row(fleet: Fleet, sc
 def test_a_paused_runner_loses_its_lease_and_stops_writing(fleet: Fleet, scene: bytes, reference: np.ndarray) -> None:
     a = fleet.replicas["a"]
     job_id = submitted(a, scene, scale_factor=2, ddim_steps=1, seed=SEED)
-    wait_for(a, job_id, rows_done_at_least(2), timeout=300)
-    runner = fleet.runner_of(job_id)
+    before = wait_for(a, job_id, rows_done_at_least(2), timeout=300)
+    runner = fleet.replicas[before["runner"]]
     paused = [runner.process.pid, *(c.pid for c in psutil.Process(runner.process.pid).children(recursive=True))]
     for pid in paused:
         os.kill(pid, signal.SIGSTOP)
     try:
         other = fleet.other_than(runner)
-        wait_for(other, job_id, lambda body: body["attempts"] == 2 and body["status"] in ("running", "succeeded"),
-                 timeout=120)
+        wait_for(other, job_id, lambda body: body["attempts"] > before["attempts"], timeout=120)
     finally:
         for pid in paused:
             os.kill(pid, signal.SIGCONT)
     end = wait_for(other, job_id, lambda body: body["status"] == "succeeded", timeout=600)
-    assert end["runner"] != runner_name(fleet, runner) and end["attempts"] == 2
+    assert end["runner"] != before["runner"]
     assert np.array_equal(pixels(httpx.get(f"{runner.url}/jobs/{job_id}/result", timeout=60).content), reference)
-    log = (fleet.root / runner_name(fleet, runner) / "server.log").read_text()
     deadline = time.monotonic() + 60
-    while "lease lost" not in log and time.monotonic() < deadline:
+    while f"job {job_id}: lease lost" not in runner.log.read_text() and time.monotonic() < deadline:
         time.sleep(1)
-        log = (fleet.root / runner_name(fleet, runner) / "server.log").read_text()
-    assert "lease lost" in log  # the old runner noticed, and wrote nothing more
-
-
-def runner_name(fleet: Fleet, server: Server) -> str:
-    return next(name for name, s in fleet.replicas.items() if s is server)
+    assert f"job {job_id}: lease lost" in runner.log.read_text()  # the old runner noticed, and wrote nothing more
 
 
 def test_a_database_restart_answers_503_and_jobs_carry_on(fleet: Fleet, scene: bytes, reference: np.ndarray) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import rasterio
@@ -11,6 +12,7 @@ from affine import Affine
 from PIL import Image
 
 from hndsr_client.cli import main
+from hndsr_client.client import HNDSRError, JobsClient
 from hndsr_model.weights import DEFAULT_WEIGHTS, VARIANT_FILES, WEIGHTS_DIR
 from tests.helpers import DATA, requires_data, rgb_image
 
@@ -116,3 +118,25 @@ def test_uncertainty_needs_weights_with_a_head(tmp_path: Path, capsys: pytest.Ca
     assert not (tmp_path / "o.png").exists()
     with pytest.raises(SystemExit):
         main(["upscale", str(tmp_path / "a.png"), str(tmp_path / "o.png"), "--uncertainty", "--uncertainty-samples", "17"])
+
+
+def test_waiting_rides_out_a_service_that_cannot_answer_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fleet's database restart (503 + Retry-After) or a replica going away is not the job's failure."""
+    answers = iter([httpx.Response(503, headers={"retry-after": "0"}, json={"error": "jobs_database_unavailable"}),
+                    httpx.ConnectError("replica gone"),
+                    httpx.Response(200, json={"status": "running", "progress": {"tiles_done": 1, "tiles_total": 2}}),
+                    httpx.Response(200, json={"status": "succeeded", "progress": {"tiles_done": 2, "tiles_total": 2}})])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        reply = next(answers)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    client = JobsClient("http://hndsr.test")
+    client.http = httpx.Client(base_url="http://hndsr.test", transport=httpx.MockTransport(answer))
+    assert client.wait("0" * 32, poll_s=0)["status"] == "succeeded"
+    failing = iter([httpx.Response(404, json={"error": "job_not_found", "detail": "no job"})])
+    client.http = httpx.Client(base_url="http://hndsr.test", transport=httpx.MockTransport(lambda _: next(failing)))
+    with pytest.raises(HNDSRError, match="job_not_found"):
+        client.wait("0" * 32, poll_s=0)

@@ -3,6 +3,7 @@ the code: the probes, port, environment, drain timing and autoscaling metric mus
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -109,3 +110,21 @@ def test_service_pdb_and_autoscaler_select_the_api_pods() -> None:
     assert metric == metrics.ACTIVE_REQUESTS._name
     adapter = yaml.safe_load(find("ConfigMap", "prometheus-adapter-hndsr")["data"]["config.yaml"])
     assert adapter["rules"][0]["name"]["as"] == metric and metric in adapter["rules"][0]["seriesQuery"]
+
+
+def test_the_pod_scrape_configuration_finds_the_api_pods() -> None:
+    """Debian's promtool is built without Kubernetes discovery, so the relabelling is checked here: it keeps the
+    API pods by their labels and annotation, and scrapes the port and path the pods announce."""
+    config = yaml.safe_load((ROOT / "monitoring" / "prometheus-kubernetes.yml").read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "hndsr-api")
+    assert job["kubernetes_sd_configs"] == [{"role": "pod"}]
+    template = find("Deployment", "hndsr-api")["spec"]["template"]["metadata"]
+    _, container = api_container()
+    keep = [rule for rule in job["relabel_configs"] if rule.get("action") == "keep"]
+    label_rule = next(r for r in keep if "label" in r["source_labels"][0])
+    meta = {"__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", key): value
+            for key, value in template["labels"].items()}  # how Prometheus names a pod's labels
+    assert ";".join(meta[name] for name in label_rule["source_labels"]) == label_rule["regex"]
+    annotations = template["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == next(p["containerPort"] for p in container["ports"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -607,3 +608,21 @@ def test_a_run_resumed_from_its_checkpoints_makes_the_same_product(pipeline: HND
         for name in ("rgbn_x2.tif", "rgbn_x2.uncertainty.tif") if options else ("rgbn_x2.tif",):
             with rasterio.open(reference.parent / name) as want, rasterio.open(dst.parent / name) as got:
                 assert np.array_equal(want.read(), got.read()) and np.array_equal(want.read_masks(), got.read_masks())
+
+
+def test_steps_may_each_run_in_another_thread(pipeline: HNDSRPipeline, tmp_path: Path) -> None:
+    """A job advances its steps from a pool's threads: rasterio's per-thread GDAL environment must not span
+    them (one entered in a thread and left in another failed a job with EnvError, reported as a damaged raster)."""
+    source = write_raster(tmp_path / "pan.tif", smooth(120, 60, 1, seed=4, high=3000, dtype="uint16"))
+    reference = upscale(pipeline, source, tmp_path / "reference")
+    dst = tmp_path / "threaded" / "pan_x2.tif"
+    dst.parent.mkdir()
+    with open_raster(source) as src, ThreadPoolExecutor(max_workers=1) as pool:
+        upscaler = SceneUpscaler(pipeline, src, SceneOptions(2))
+        steps = upscaler.steps(working_path(dst))
+        while pool.submit(next, steps, None).result() is not None:  # a new thread for every step
+            pool.shutdown(wait=True)
+            pool = ThreadPoolExecutor(max_workers=1)
+        upscaler.finish(working_path(dst), dst)
+    with rasterio.open(reference) as want, rasterio.open(dst) as got:
+        assert np.array_equal(want.read(), got.read())

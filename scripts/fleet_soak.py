@@ -159,7 +159,7 @@ class Traffic:
         if kind == "unknown_job":
             return await http.get(f"{url}/jobs/{self.rng.getrandbits(128):032x}")
         undeleted = [job for job, deleted in self.jobs.items() if not deleted]
-        if not undeleted or self.rng.random() > 0.3:  # deletes a share of the jobs, at whatever stage they are
+        if not undeleted or self.rng.random() > 0.1:  # deletes a share of the jobs, at whatever stage they are
             return None
         job = self.rng.choice(undeleted)
         self.jobs[job] = True

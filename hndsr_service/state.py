@@ -19,7 +19,11 @@ from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.weights import DEFAULT_VARIANT
 
 from . import metrics
+from .errors import ServiceError
 from .settings import Settings
+
+DRAINING_RETRY_AFTER_S = 5
+MODEL_RETRY_AFTER_S = 30  # a model loads in seconds to a minute
 
 DRAIN_POLL_S = 0.05
 
@@ -125,6 +129,16 @@ class ServiceState:
     @property
     def ready(self) -> bool:
         return self.pipeline is not None and not self._draining and self._failure is None
+
+    def refusal(self) -> ServiceError | None:
+        """Why a new inference or scene job is refused before its body is read, or None: the one admission check
+        of the synchronous API and the jobs (their queue limits come after it)."""
+        if self._draining:
+            return ServiceError(503, "draining", "the service is shutting down; retry on another instance or "
+                                "shortly", retry_after=DRAINING_RETRY_AFTER_S)
+        if not self.ready:
+            return ServiceError(503, "model_unavailable", self.not_ready_reason(), retry_after=MODEL_RETRY_AFTER_S)
+        return None
 
     def not_ready_reason(self) -> str:
         if self._failure:

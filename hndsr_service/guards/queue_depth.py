@@ -1,4 +1,5 @@
-"""Sheds inference requests with 503 once ``MAX_QUEUE_DEPTH`` are in flight, or while the service drains.
+"""Sheds inference requests with 503 once ``MAX_QUEUE_DEPTH`` are in flight, while the service drains, or
+while it has no model to run.
 
 Decided before the body is read. With ``shared`` (``REDIS_URL``) the count is the whole deployment's, kept in
 Redis; this process's own count (:class:`~hndsr_service.state.ServiceState`) is the fallback.
@@ -16,8 +17,6 @@ from ..state import ServiceState
 from .scope import is_inference
 
 RETRY_AFTER_S = 5
-DRAINING = ServiceError(503, "draining", "the service is shutting down; retry on another instance or shortly",
-                        retry_after=RETRY_AFTER_S)
 
 
 class QueueDepthMiddleware:
@@ -32,8 +31,9 @@ class QueueDepthMiddleware:
         if not is_inference(scope):
             await self.app(scope, receive, send)
             return
-        if self.state.draining:
-            await send_error(send, DRAINING)
+        refusal = self.state.refusal()
+        if refusal is not None:
+            await send_error(send, refusal)
             return
         admission = await self._admit()
         if not admission.admitted:

@@ -179,11 +179,10 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
 async def _reserve_place(worker: JobWorker) -> AsyncIterator[None]:
     """Admit a submission and hold its place in the queue while its upload streams in, so that overlapping
     uploads cannot together pass ``MAX_QUEUED_JOBS``; refusals come before the body is read."""
-    state, settings = worker.state, worker.state.settings
-    if state.draining:
-        raise ServiceError(503, "draining", "the service is shutting down; retry shortly", retry_after=5)
-    if not state.ready:
-        raise ServiceError(503, "model_unavailable", state.not_ready_reason(), retry_after=30)
+    settings = worker.state.settings
+    refusal = worker.state.refusal()
+    if refusal is not None:
+        raise refusal
     counted = await run_in_thread(worker.store.count, JobStatus.QUEUED, JobStatus.RUNNING)
     waiting = counted + worker.uploading
     if waiting >= settings.max_queued_jobs:

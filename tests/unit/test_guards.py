@@ -14,6 +14,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hndsr_model.weights import DEFAULT_VARIANT
 from hndsr_service import metrics
 from hndsr_service.client_ip import client_ip
 from hndsr_service.guards import (
@@ -49,8 +50,15 @@ def app_with(middleware, **options) -> TestClient:
     return TestClient(middleware(inner, **options))
 
 
-def test_queue_depth_sheds_before_reading_body() -> None:
+def serving_state() -> ServiceState:
+    """A state whose model is loaded (a stand-in: these guards never run it)."""
     state = ServiceState(load_settings({}))
+    state.model_ready({DEFAULT_VARIANT: object()})  # type: ignore[dict-item]
+    return state
+
+
+def test_queue_depth_sheds_before_reading_body() -> None:
+    state = serving_state()
     client = app_with(QueueDepthMiddleware, settings=load_settings({"MAX_QUEUE_DEPTH": "2"}), state=state)
     assert client.post("/infer", content=b"x").status_code == 200
     with state.request_in_flight(), state.request_in_flight():  # two requests already in flight
@@ -76,12 +84,21 @@ def test_api_keys_guard_posts_only() -> None:
 
 
 def test_draining_refuses_new_inference_but_not_probes() -> None:
-    state = ServiceState(load_settings({}))
+    state = serving_state()
     client = app_with(QueueDepthMiddleware, settings=load_settings({}), state=state)
     state.drain(0, lambda: None)
     response = client.post("/infer", content=b"x")
     assert response.status_code == 503 and response.json()["error"] == "draining"
     assert client.get("/health").status_code == 200
+
+
+def test_without_a_model_inference_is_refused_before_its_body() -> None:
+    state = ServiceState(load_settings({}))
+    client = app_with(QueueDepthMiddleware, settings=load_settings({}), state=state)
+    state.model_failed("model not loaded: weights corrupt")
+    response = client.post("/infer", content=b"x")
+    assert response.status_code == 503 and response.headers["retry-after"] == "30"
+    assert response.json()["error"] == "model_unavailable" and "weights corrupt" in response.json()["detail"]
 
 
 def test_rate_limit_per_ip_with_retry_after() -> None:

@@ -77,6 +77,13 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts + [length - tile]
 
 
+def _first_overlapping(starts: list[int], tile: int, row: int) -> int:
+    """The first tile row whose tiles reach into tile row ``row`` (``row`` itself when none does)."""
+    if row >= len(starts):
+        return len(starts)
+    return next(k for k in range(row + 1) if starts[k] + tile > starts[row])
+
+
 def ramp(length: int, fade_start: int, fade_end: int) -> torch.Tensor:
     """1-D blending weight: linear fade-in over ``fade_start`` pixels and fade-out over ``fade_end``."""
     w = torch.ones(length)
@@ -189,8 +196,8 @@ class HNDSRPipeline:
         ``uncertainty_samples > 0`` adds the uncertainty map as a 4th channel (see :meth:`upscale`).
 
         ``start_row`` resumes a stream that stopped after yielding that many bands: it yields the rest, the
-        same values as an uninterrupted stream. The tile row before it is computed again, unyielded: its
-        tiles overlap the first band's.
+        same values as an uninterrupted stream. The tile rows before it whose tiles overlap its band are computed
+        again, unyielded (one row, or two where the last row's stride is shorter than the overlap).
         """
         return self._stream(read_rows, height, width, scale, ddim_steps, seed, should_cancel, progress,
                             finish=lambda band: band.cpu(), uncertainty_samples=uncertainty_samples,
@@ -235,7 +242,7 @@ class HNDSRPipeline:
         carry = torch.zeros(channels + 1, 0, width * scale, device=self.device)
         if not 0 <= start_row <= len(rows):
             raise ValueError(f"start_row must be in 0..{len(rows)}, got {start_row}")
-        first = max(start_row - 1, 0)  # the row whose overlap the first band yielded needs
+        first = _first_overlapping(rows, th, start_row)
         index = first * len(cols)  # tile indices seed the noise: the same whatever row the stream starts at
         for r, y in enumerate(rows[first:], start=first):
             lr = read_rows(y, y + th).to(self.device)

@@ -2,7 +2,9 @@
 
 :class:`LocalFiles` keeps them under ``JOBS_DIR/<id>/`` (one host; replicas sharing the folder);
 :class:`S3Files` in S3-compatible object storage under ``s3://BUCKET/PREFIX/<id>/`` (a fleet), configured
-by the standard AWS variables. Either way each replica works in ``JOBS_DIR/<id>/work/``, its scratch.
+by the standard AWS variables. Either way each run of a job works in a scratch folder of its own,
+``JOBS_DIR/<id>/work-<attempt>/`` (attempt 0: the submission), so that two replicas sharing ``JOBS_DIR`` never
+write into each other's files, even while one of them has not yet noticed that it lost the job.
 A storage call that fails for the network or the server is retried for :data:`STORAGE_PATIENCE_S`, then
 raises :class:`StorageUnavailable`; credentials never appear in its message.
 """
@@ -22,7 +24,7 @@ from urllib.parse import urlparse
 
 INPUT_NAME = "input"
 RESULT_NAME = "result.tif"
-WORK_NAME = "work"
+WORK_PREFIX = "work-"
 STORAGE_PATIENCE_S = 120.0  # how long a storage call keeps retrying before the job fails for it
 CHUNK_BYTES = 1 << 20
 T = TypeVar("T")
@@ -45,22 +47,29 @@ class JobFiles(ABC):
     def __init__(self, jobs_dir: Path) -> None:
         self.jobs_dir = jobs_dir
 
-    def scratch(self, job_id: str) -> Path:
-        """This replica's working folder for the job (not shared; deleted with :meth:`drop_scratch`)."""
-        return self.jobs_dir / job_id / WORK_NAME
+    def scratch(self, job_id: str, attempt: int) -> Path:
+        """The working folder of one run of the job (``attempt``; 0 for its submission), on this machine."""
+        return self.jobs_dir / job_id / f"{WORK_PREFIX}{attempt}"
 
-    def drop_scratch(self, job_id: str) -> None:
-        shutil.rmtree(self.scratch(job_id), ignore_errors=True)
+    def drop_scratch(self, job_id: str, attempt: int) -> None:
+        shutil.rmtree(self.scratch(job_id, attempt), ignore_errors=True)
         with contextlib.suppress(OSError):
             (self.jobs_dir / job_id).rmdir()  # the job's folder, once nothing else of it is here
+
+    def scratch_folders(self) -> Iterator[tuple[str, int]]:
+        """``(job id, attempt)`` of every scratch folder on this machine (for sweeping those of finished runs)."""
+        for folder in self.jobs_dir.glob(f"*/{WORK_PREFIX}*"):
+            attempt = folder.name.removeprefix(WORK_PREFIX)
+            if attempt.isdigit():
+                yield folder.parent.name, int(attempt)
 
     @abstractmethod
     def store_input(self, job_id: str, upload: Path) -> None:
         """Keep the validated upload (a file in the job's scratch) as the job's input."""
 
     @abstractmethod
-    def input(self, job_id: str) -> Path:
-        """A local path of the job's input (fetched into the scratch when it lives elsewhere)."""
+    def input(self, job_id: str, attempt: int) -> Path:
+        """A local path of the job's input (fetched into the run's scratch when it lives elsewhere)."""
 
     @abstractmethod
     def put_row(self, job_id: str, row: int, data: bytes) -> None: ...
@@ -70,7 +79,11 @@ class JobFiles(ABC):
 
     @abstractmethod
     def store_result(self, job_id: str, product: Path) -> None:
-        """Keep the finished product (a file in the scratch) as the job's result; drop its checkpoints."""
+        """Keep the finished product (a file in the scratch) as the job's result."""
+
+    @abstractmethod
+    def drop_checkpoints(self, job_id: str) -> None:
+        """Delete the job's row checkpoints (once its success is recorded: until then a run may resume from them)."""
 
     @abstractmethod
     def result(self, job_id: str) -> StoredResult | None:
@@ -90,7 +103,7 @@ class LocalFiles(JobFiles):
     def store_input(self, job_id: str, upload: Path) -> None:
         upload.replace(self.folder(job_id) / INPUT_NAME)
 
-    def input(self, job_id: str) -> Path:
+    def input(self, job_id: str, attempt: int) -> Path:
         return self.folder(job_id) / INPUT_NAME
 
     def put_row(self, job_id: str, row: int, data: bytes) -> None:
@@ -105,6 +118,8 @@ class LocalFiles(JobFiles):
 
     def store_result(self, job_id: str, product: Path) -> None:
         product.replace(self.folder(job_id) / RESULT_NAME)
+
+    def drop_checkpoints(self, job_id: str) -> None:
         shutil.rmtree(self.folder(job_id) / "rows", ignore_errors=True)
 
     def result(self, job_id: str) -> StoredResult | None:
@@ -145,8 +160,8 @@ class S3Files(JobFiles):
         self._call(lambda: self.client.upload_file(str(upload), self.bucket, self.key(job_id, INPUT_NAME)))
         upload.unlink()
 
-    def input(self, job_id: str) -> Path:
-        local = self.scratch(job_id) / INPUT_NAME
+    def input(self, job_id: str, attempt: int) -> Path:
+        local = self.scratch(job_id, attempt) / INPUT_NAME
         if not local.exists():
             local.parent.mkdir(parents=True, exist_ok=True)
             staging = local.with_name(f".{INPUT_NAME}.part")
@@ -166,6 +181,8 @@ class S3Files(JobFiles):
         self._call(lambda: self.client.upload_file(str(product), self.bucket, self.key(job_id, RESULT_NAME),
                                                    ExtraArgs={"ContentType": "image/tiff"}))
         product.unlink()
+
+    def drop_checkpoints(self, job_id: str) -> None:
         self._delete_prefix(self.key(job_id, "rows/"))
 
     def result(self, job_id: str) -> StoredResult | None:
@@ -188,7 +205,7 @@ class S3Files(JobFiles):
 
     def delete(self, job_id: str) -> None:
         self._delete_prefix(self.key(job_id, ""))
-        self.drop_scratch(job_id)
+        shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)  # this machine's scratch of it
 
     def _delete_prefix(self, prefix: str) -> None:
         paginator = self.client.get_paginator("list_objects_v2")

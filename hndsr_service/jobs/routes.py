@@ -121,9 +121,11 @@ def job_routes(worker: JobWorker) -> list[Route]:
         if not job.status.finished:
             job = await run_in_thread(worker.cancel, job.id) or job
         running = job.status is JobStatus.RUNNING
+        if not running:  # files first: if the storage fails (503), the job is still there to delete again
+            await run_in_thread(files.delete, job.id)
         await run_in_thread(store.mark_expired, job.id)
         job = await run_in_thread(store.get, job.id) or job
-        if job.status is not JobStatus.RUNNING:
+        if running and job.status.finished:  # it ended meanwhile, before its runner saw the job expired
             await run_in_thread(files.delete, job.id)
         return JSONResponse(job.to_json(), status_code=202 if running else 200)
 
@@ -220,7 +222,7 @@ def _params(fields: dict[str, Any]) -> dict[str, Any]:
 def _create(worker: JobWorker, upload: UploadFile, params: dict[str, Any]) -> Job:
     """Store the upload, check the raster and the disk, queue the job; on any refusal nothing stays behind."""
     job_id = new_job_id()
-    scratch = worker.files.scratch(job_id)
+    scratch = worker.files.scratch(job_id, 0)
     try:
         source = _save_upload(upload, scratch / UPLOAD_NAME)
         with image_errors(), open_raster(source) as src:
@@ -237,7 +239,7 @@ def _create(worker: JobWorker, upload: UploadFile, params: dict[str, Any]) -> Jo
         worker.files.delete(job_id)
         raise
     finally:
-        worker.files.drop_scratch(job_id)
+        worker.files.drop_scratch(job_id, 0)
 
 
 def _save_upload(upload: Any, target: Path) -> Path:

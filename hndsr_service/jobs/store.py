@@ -124,11 +124,12 @@ class JobStore(ABC):
                    "AND status = %s", (job.id, job.attempts, RUNNING))
 
     def request_cancel(self, job_id: str) -> Job | None:
-        """A queued job is cancelled at once; a running one is flagged, for its runner wherever it runs."""
-        self._rows("UPDATE jobs SET status = 'cancelled', finished_at = {now} WHERE id = %s AND status = 'queued'",
-                   (job_id,))
-        self._rows("UPDATE jobs SET cancel_requested = 1 WHERE id = %s AND status = %s", (job_id, RUNNING))
-        return self.get(job_id)
+        """A queued job is cancelled at once; a running one is flagged, for its runner wherever it runs. One
+        statement: a job given back to the queue meanwhile (its replica shutting down) cannot slip between."""
+        return self._job("UPDATE jobs SET cancel_requested = 1, "
+                         "finished_at = CASE WHEN status = 'queued' THEN {now} ELSE finished_at END, "
+                         "status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END "
+                         "WHERE id = %s AND status IN ('queued', 'running') RETURNING *", (job_id,)) or self.get(job_id)
 
     def mark_expired(self, job_id: str) -> None:
         self._rows("UPDATE jobs SET expired = 1 WHERE id = %s", (job_id,))
@@ -246,9 +247,15 @@ class PostgresJobStore(JobStore):
 
         if self._connection is None or self._connection.closed:
             self._connection = psycopg.connect(self._url, autocommit=True, row_factory=dict_row,
-                                               connect_timeout=self.CONNECT_TIMEOUT_S)
+                                               connect_timeout=self.CONNECT_TIMEOUT_S,
+                                               keepalives=1, keepalives_idle=10, keepalives_interval=5,
+                                               keepalives_count=3)  # a dead peer is noticed, not waited on
             if not self._migrated:
-                self._migrate(self._connection)
+                try:
+                    self._migrate(self._connection)
+                except BaseException:  # no statement runs on an unmigrated schema: the next call tries again
+                    self._close()
+                    raise
                 self._migrated = True
         return self._connection
 

@@ -45,6 +45,7 @@ logger = logging.getLogger("bentoml.hndsr.jobs")
 HOUSEKEEPING_S = 10.0
 GAUGES_S = 2.0
 STORE_PATIENCE_S = 60.0  # how long a running job waits for the database to come back before leaving the job
+MAX_ATTEMPTS = 5  # a job whose runs keep dying (it kills its replica, say) fails instead of going round forever
 T = TypeVar("T")
 
 
@@ -96,8 +97,9 @@ class JobWorker:
     def cancel(self, job_id: str) -> Job | None:
         """Cancel the job wherever it runs: at once if it is queued, at its runner's next tile row otherwise."""
         job = self.store.request_cancel(job_id)
-        if job is not None and job.id in self.runs:
-            self.runs[job.id].cancel.set()
+        run = self.runs.get(job_id)  # read from a request's thread: the run may be ending meanwhile
+        if job is not None and run is not None:
+            run.cancel.set()
         return job
 
     def gauges(self) -> dict[str, tuple[str, float]]:
@@ -122,7 +124,9 @@ class JobWorker:
                     next_housekeeping = time.monotonic() + HOUSEKEEPING_S
                 if self.state.ready and not self.stopping:
                     job = await run_in_thread(self.store.claim, self.state.settings.replica_id, self.lease_s)
-                    if job is not None:
+                    if job is not None and self.stopping:  # the shutdown began while the claim was on its way
+                        await run_in_thread(self.store.release, job)
+                    elif job is not None:
                         await self.run_job(job)
                         continue
             except (StoreUnavailable, StorageUnavailable) as exc:
@@ -134,9 +138,14 @@ class JobWorker:
                 await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
 
     def housekeeping(self) -> None:
-        """Delete the files of jobs past retention (each expired job is returned to one replica only)."""
+        """Delete the files of jobs past retention (each expired job is returned to one replica only), and the
+        scratch folders on this machine that no run uses any more (those of a replica that was killed)."""
         for job_id in self.store.expire(self.state.settings.job_retention_h * 3600):
             self.files.delete(job_id)
+        for job_id, attempt in list(self.files.scratch_folders()):
+            job = self.store.get(job_id)
+            if attempt and (job is None or job.status is not JobStatus.RUNNING or job.attempts != attempt):
+                self.files.drop_scratch(job_id, attempt)
 
     def _read_gauges(self) -> None:
         self._gauges = {
@@ -155,16 +164,18 @@ class JobWorker:
         finally:
             lease.cancel()
             self.runs.pop(job.id, None)
-            await run_in_thread(self.files.drop_scratch, job.id)
+            await run_in_thread(self.files.drop_scratch, job.id, job.attempts)
         if status is None:
             return
-        if status is not JobStatus.SUCCEEDED:
-            await run_in_thread(self.files.delete, job.id)
+        # Recorded first, files second: a runner that lost its lease meanwhile must not touch the files that
+        # the job's new runner works with.
         if not await self._patiently(lambda: self.store.finish(job, status, error)):
             logger.warning("job %s: its lease was lost before it could be recorded %s", job.id, status.value)
             return
-        if (await self._patiently(lambda: self.store.get(job.id))).expired:  # type: ignore[union-attr]
-            await run_in_thread(self.files.delete, job.id)  # deleted by its client while it ran
+        if status is JobStatus.SUCCEEDED:
+            await run_in_thread(self.files.drop_checkpoints, job.id)
+        if status is not JobStatus.SUCCEEDED or (await self._patiently(lambda: self.store.get(job.id))).expired:  # type: ignore[union-attr]
+            await run_in_thread(self.files.delete, job.id)  # no result; or deleted by its client while it ran
         metrics.JOB_SECONDS.labels(status=status.value).observe(time.perf_counter() - started)
         if error:
             metrics.JOB_FAILURES.labels(reason=metrics.job_failure_reason(error["error"])).inc()
@@ -177,6 +188,9 @@ class JobWorker:
         try:
             if job.cancel_requested:  # deleted while its previous runner was gone
                 raise InferenceCancelled("cancelled")
+            if job.attempts > MAX_ATTEMPTS:
+                return JobStatus.FAILED, {"error": "too_many_attempts", "detail": f"the job was started {MAX_ATTEMPTS} "
+                                          "times and its replica stopped every time; it is not started again"}
             await self._process(run)
             return JobStatus.SUCCEEDED, None
         except InferenceCancelled:
@@ -203,11 +217,14 @@ class JobWorker:
             logger.exception("job %s failed", job.id)
             return JobStatus.FAILED, {"error": "internal_error", "detail": f"the job failed (job id {job.id})"}
 
-    async def _fix_stats(self, run: _Run, upscaler: SceneUpscaler) -> None:
-        """Keep the scene's statistics (one pass over it) in the record, as the seed is: a run resumed elsewhere
-        normalises every row as the first run did."""
-        stats = await run_in_thread(upscaler.band_stats)
-        params = {**run.job.params, "band_stats": {str(b): [s.low, s.high, s.fill] for b, s in stats.items()}}
+    async def _fix_params(self, run: _Run, upscaler: SceneUpscaler, made_by: dict[str, Any]) -> None:
+        """Keep in the record what every run of the job shares, as the seed is: the scene's statistics (one pass
+        over it; a run resumed elsewhere normalises every row as the first run did) and what makes its checkpoints
+        (the model and the tiling)."""
+        params = {**run.job.params, "made_by": made_by}
+        if "band_stats" not in params:
+            stats = await run_in_thread(upscaler.band_stats)
+            params["band_stats"] = {str(b): [s.low, s.high, s.fill] for b, s in stats.items()}
         if not await self._patiently(lambda: self.store.fix_params(run.job, params)):
             run.apply(None)
 
@@ -217,7 +234,7 @@ class JobWorker:
             await asyncio.sleep(self.lease_s / 3)
             try:
                 run.apply(await run_in_thread(self.store.renew, run.job))
-            except StoreUnavailable as exc:
+            except Exception as exc:  # StoreUnavailable, a locked SQLite file: the next renewal may get through
                 logger.warning("job %s: lease not renewed: %s", run.job.id, exc)
 
     async def _patiently(self, call: Callable[[], T]) -> T:
@@ -233,19 +250,18 @@ class JobWorker:
 
     async def _process(self, run: _Run) -> None:
         job, files = run.job, self.files
-        scratch = files.scratch(job.id)
+        scratch = files.scratch(job.id, job.attempts)
         scratch.mkdir(parents=True, exist_ok=True)
         result = scratch / RESULT_NAME
         part = working_path(result)
-        source = await run_in_thread(files.input, job.id)
+        source = await run_in_thread(files.input, job.id, job.attempts)
         with image_errors(), open_raster(source) as src:
             upscaler = self.upscaler(src, job.params)
-            if "band_stats" not in job.params:
-                await self._fix_stats(run, upscaler)
-            steps = upscaler.steps(part, should_cancel=run.cancel.is_set, record=True, resume_rows=job.rows_done,
+            resume = await self._resume_rows(run, upscaler)
+            steps = upscaler.steps(part, should_cancel=run.cancel.is_set, record=True, resume_rows=resume,
                                    load_row=lambda row: files.get_row(job.id, row))
             try:
-                reported = job.tiles_done
+                reported = job.tiles_done if resume else 0
                 while True:
                     async with self.runner.slot():
                         step = await run_in_thread(next, steps, None)
@@ -268,8 +284,22 @@ class JobWorker:
                     raise InferenceCancelled("cancelled")
                 await run_in_thread(files.store_result, job.id, result)
             finally:
-                steps.close()
+                await run_in_thread(steps.close)  # closing flushes the working file: not on the event loop
                 part.unlink(missing_ok=True)
+
+    async def _resume_rows(self, run: _Run, upscaler: SceneUpscaler) -> int:
+        """The tile rows this run replays from the checkpoints: those recorded, unless a different model or
+        tiling made them (a rolling upgrade, another TILE_SIZE): then the job starts over."""
+        job, pipeline = run.job, upscaler.pipeline
+        made_by = {"model_version": pipeline.version, "tile_size": pipeline.tile_size,
+                   "tile_overlap": pipeline.tile_overlap}
+        if job.params.get("made_by") == made_by:
+            return job.rows_done
+        if job.rows_done:
+            logger.warning("job %s: its checkpoints were made by %s, this replica runs %s; starting over", job.id,
+                           job.params.get("made_by"), made_by)
+        await self._fix_params(run, upscaler, made_by)
+        return 0
 
 
 def _causes(exc: BaseException) -> str:

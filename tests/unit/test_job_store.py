@@ -98,6 +98,28 @@ def test_cancel_is_immediate_when_queued_and_flagged_for_the_runner_otherwise(st
     assert store.finish(running, JobStatus.CANCELLED) and store.get(running.id).status == JobStatus.CANCELLED
 
 
+def test_a_cancel_and_a_release_cannot_miss_each_other(store: JobStore) -> None:
+    queue(store, "5" * 32)
+    job = store.claim("r1", 30)
+    flagged = store.request_cancel(job.id)
+    assert (flagged.status, flagged.cancel_requested) == (JobStatus.RUNNING, True)
+    store.release(job)  # its replica shuts down: back in the queue, still flagged for whoever claims it
+    assert store.claim("r2", 30).cancel_requested
+    queue(store, "6" * 32)
+    cancelled = store.request_cancel("6" * 32)
+    assert cancelled.status == JobStatus.CANCELLED and cancelled.finished_at is not None
+
+
+def test_parameters_are_fixed_by_the_lease_holder_only(store: JobStore) -> None:
+    queue(store, "8" * 32)
+    old = store.claim("r1", 30)
+    assert store.fix_params(old, {**old.params, "band_stats": {"1": [0.0, 1.0, 0.5]}})
+    store._rows("UPDATE jobs SET heartbeat_at = 0 WHERE id = %s", (old.id,))  # its lease ran out
+    new = store.claim("r2", 30)
+    assert new.params["band_stats"] == {"1": [0.0, 1.0, 0.5]}
+    assert not store.fix_params(old, {"scale_factor": 9}) and store.get(old.id).params == new.params
+
+
 def test_retention_expires_each_finished_job_for_one_caller(store: JobStore) -> None:
     queue(store, "1" * 32)
     queue(store, "2" * 32)
@@ -151,22 +173,29 @@ def files(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_files_keep_input_rows_and_result_and_delete_everything(files: JobFiles) -> None:
     job_id = "a" * 32
-    upload = files.scratch(job_id) / "upload"
+    upload = files.scratch(job_id, 0) / "upload"
     upload.parent.mkdir(parents=True)
     upload.write_bytes(b"raster")
     files.store_input(job_id, upload)
-    assert files.input(job_id).read_bytes() == b"raster"
+    files.drop_scratch(job_id, 0)
+    assert files.input(job_id, 1).read_bytes() == b"raster"
     files.put_row(job_id, 0, b"row zero")
     files.put_row(job_id, 1, b"row one")
     assert files.get_row(job_id, 1) == b"row one"
-    product = files.scratch(job_id) / "result.tif"
+    product = files.scratch(job_id, 1) / "result.tif"
+    product.parent.mkdir(parents=True, exist_ok=True)
     product.write_bytes(bytes(range(256)) * 4)
     files.store_result(job_id, product)
+    assert files.get_row(job_id, 0) == b"row zero"  # until the success is recorded, a run may resume from them
+    files.drop_checkpoints(job_id)
+    with pytest.raises(Exception):  # noqa: B017  (FileNotFoundError here, S3's NoSuchKey there)
+        files.get_row(job_id, 0)
     stored = files.result(job_id)
     assert stored is not None and stored.size == 1024
     if stored.read_range is not None:
         assert b"".join(stored.read_range(10, 19)) == bytes(range(10, 20))
-    files.drop_scratch(job_id)
+    assert list(files.scratch_folders()) == [(job_id, 1)]
+    files.drop_scratch(job_id, 1)
     files.delete(job_id)
     assert files.result(job_id) is None
     assert not (files.jobs_dir / job_id).exists()

@@ -183,3 +183,16 @@ def test_committed_weights_are_small_and_verified() -> None:
     assert model.config.arch == "v2" and model.manifest["quality"]["y_psnr_db"]["x4"]["hndsr"] > 28.08
     v1 = load_weights(DEFAULT_WEIGHTS.with_name("hndsr-1.0.0.safetensors"))
     assert v1.config.arch == "v1" and v1.version == "1.0.0"
+
+
+@pytest.mark.parametrize("height", [80, 108])  # 108: the last stride (4) is shorter than the overlap (8)
+def test_a_resumed_stream_yields_the_rest_of_the_uninterrupted_one(height: int) -> None:
+    pipeline = HNDSRPipeline.from_pretrained(device="cpu", tile_size=32, tile_overlap=8)
+    image = torch.rand(3, height, 40, generator=torch.Generator().manual_seed(height))
+    full = list(pipeline.upscale_rows(lambda y0, y1: image[:, y0:y1], height, 40, 2, ddim_steps=1, seed=5))
+    assert len(full) == pipeline.count_tile_rows(height)
+    for start in range(len(full) + 1):
+        rest = list(pipeline.upscale_rows(lambda y0, y1: image[:, y0:y1], height, 40, 2, ddim_steps=1, seed=5,
+                                          start_row=start))
+        assert [y for y, _ in rest] == [y for y, _ in full[start:]]
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(rest, full[start:], strict=True)), start

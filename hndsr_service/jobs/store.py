@@ -148,6 +148,12 @@ class JobStore(ABC):
             yield from statements
 
 
+def _check_known(version: int) -> None:
+    """A store migrated by a newer HNDSR is not written by an older one (a rollback must not undo its schema)."""
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(f"the job database has schema {version}; this HNDSR knows up to {SCHEMA_VERSION}")
+
+
 def _from_row(row: dict[str, Any]) -> Job:
     return Job(row["id"], JobStatus(row["status"]), json.loads(row["params"]), json.loads(row["input"]),
                json.loads(row["output"]), row["tiles_done"], row["tiles_total"], row["created_at"],
@@ -194,6 +200,7 @@ class SqliteJobStore(JobStore):
             version = keeper.execute("SELECT MAX(version) FROM hndsr_schema").fetchone()[0]
             if version is None:  # a store from before versioning has the first migration's table, or nothing
                 version = 0
+            _check_known(version)
             for statement in self._migrations(version):
                 if not _has_column(keeper, statement):
                     keeper.execute(statement)
@@ -265,8 +272,7 @@ class PostgresJobStore(JobStore):
             cursor.execute("CREATE TABLE IF NOT EXISTS hndsr_schema (version INTEGER NOT NULL)")
             cursor.execute("SELECT MAX(version) AS version FROM hndsr_schema")
             version = cursor.fetchone()["version"] or 0
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(f"the job database has schema {version}; this HNDSR knows up to {SCHEMA_VERSION}")
+            _check_known(version)
             for statement in self._migrations(version):
                 cursor.execute(statement)
             cursor.execute("DELETE FROM hndsr_schema")

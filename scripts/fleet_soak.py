@@ -26,6 +26,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -245,6 +246,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=24)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C: the replicas, Postgres and the S3 server are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
     work = Path(tempfile.mkdtemp(prefix="hndsr-fleet-soak-"))
     with running_postgres() as database, running_s3_server(work / "s3.log") as storage:

@@ -174,14 +174,15 @@ async def run(args: argparse.Namespace, replicas: list[Replica]) -> dict:
     memory: list[dict] = []
     kills = 0
     while time.monotonic() + args.kill_every <= deadline + 1:
-        await asyncio.sleep(args.kill_every - args.rest_s)
+        await asyncio.sleep(args.kill_every - args.rest_s - args.refill_s)
         traffic.up.clear()  # pause: in-flight requests finish, then memory at rest
         await asyncio.sleep(args.rest_s)
         memory.append({"at_s": round(args.duration - (deadline - time.monotonic())),
                        **{r.name: r.rest_rss_mb() for r in replicas}})
+        traffic.up.set()
+        await asyncio.sleep(args.refill_s)  # the pause drained the queue: the kill must find jobs running
         victim = replicas[kills % len(replicas)]
         traffic.down.add(victim.name)
-        traffic.up.set()
         await asyncio.to_thread(victim.kill)
         kills += 1
         print(f"[{memory[-1]['at_s']} s] rest RSS {memory[-1]}; killed {victim.name}", flush=True)
@@ -223,7 +224,7 @@ def report(traffic: Traffic, replicas: list[Replica], memory: list[dict], kills:
             failures.append(f"job {job_id} ended {outcome}: {record.get('error')}")
         if deleted and outcome not in ("deleted", *FINAL_OK):
             failures.append(f"deleted job {job_id} ended {outcome}")
-    resumed = sum(1 for record in jobs.values() if record.get("attempts", 1) > 1)
+    attempts = Counter(record["attempts"] for record in jobs.values() if "attempts" in record)
     metrics = {}
     for replica in replicas:  # each replica's last life: its counters start with it
         server, client = dict(sorted(served[replica.name].items())), dict(sorted(replica.counts.items()))
@@ -231,7 +232,8 @@ def report(traffic: Traffic, replicas: list[Replica], memory: list[dict], kills:
         if server != client:
             failures.append(f"{replica.name}: /metrics {server} but the client counted {client}")
     return {"statuses": {k: dict(sorted(v.items())) for k, v in traffic.statuses.items()},
-            "jobs": {"accepted": len(jobs), "final": dict(final), "resumed_by_another_attempt": resumed},
+            "jobs": {"accepted": len(jobs), "final": dict(final),
+                     "attempts_of_jobs_not_deleted": dict(sorted(attempts.items()))},
             "kills": kills, "lost_to_kill": traffic.lost_to_kill, "memory_at_rest_mb": memory, "metrics": metrics,
             "failures": failures}
 
@@ -242,6 +244,7 @@ def main() -> None:
     parser.add_argument("--kill-every", type=float, default=600)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rest-s", type=float, default=8.0, help="pause before each kill: memory at rest")
+    parser.add_argument("--refill-s", type=float, default=6.0, help="traffic between the pause and the kill")
     parser.add_argument("--settle-s", type=float, default=600, help="how long to follow jobs after the traffic")
     parser.add_argument("--seed", type=int, default=24)
     parser.add_argument("--json", type=Path)

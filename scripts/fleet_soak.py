@@ -270,7 +270,7 @@ def main() -> None:
                 if replica.process is not None:
                     stop(replica.process, timeout_s=40)
     result["setup"] = {"duration_s": args.duration, "kill_every_s": args.kill_every, "clients": args.clients,
-                       "cpus": os.cpu_count(), "load_before": os.getloadavg()}
+                       "cpus": os.cpu_count(), "load_at_end": os.getloadavg()}
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -26,17 +26,18 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "hndsr-test", "AWS_SECRET_ACCESS_KEY": "hndsr-tes
 BUCKET = "hndsr-jobs"
 
 
-def _pg_bin() -> Path | None:
+def pg_bindir() -> Path | None:
+    """Debian's Postgres programs (the newest version installed), or None when Postgres is not installed."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return Path(found[-1]).parent if found else None
+    return Path(found[-1]).parent if found and shutil.which("runuser") else None
 
 
 class Postgres:
     """A throwaway Postgres cluster in a temporary folder (``initdb``, ``pg_ctl``), as the ``postgres`` user."""
 
     def __init__(self) -> None:
-        bindir = _pg_bin()
-        if bindir is None or shutil.which("runuser") is None:
+        bindir = pg_bindir()
+        if bindir is None:
             raise FileNotFoundError("Postgres is not installed (Debian's postgresql; .ci/run installs it)")
         self.bindir = bindir
         self.folder = Path(tempfile.mkdtemp(prefix="hndsr-pg-"))

@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from scripts._fleet import BUCKET, Postgres, S3Server, running_postgres, running_s3_server
+from scripts._fleet import BUCKET, Postgres, S3Server, pg_bindir, running_postgres
+from scripts._fleet import running_s3_server as s3_server
 
 __all__ = ["BUCKET", "Postgres", "S3Server", "postgres", "s3_server"]
 
 
 @contextlib.contextmanager
 def postgres() -> Iterator[Postgres]:
-    try:
-        server = running_postgres()
-        started = server.__enter__()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    try:
-        yield started
-    finally:
-        server.__exit__(None, None, None)
-
-
-def s3_server(log: Path) -> contextlib.AbstractContextManager[S3Server]:
-    return running_s3_server(log)
+    if pg_bindir() is None:
+        pytest.skip("Postgres is not installed (.ci/run installs Debian's postgresql)")
+    with running_postgres() as server:
+        yield server

@@ -25,9 +25,15 @@ from urllib.parse import urlparse
 INPUT_NAME = "input"
 RESULT_NAME = "result.tif"
 WORK_PREFIX = "work-"
+ROWS = "rows"  # the folder, or key prefix, of the tile-row checkpoints
 STORAGE_PATIENCE_S = 120.0  # how long a storage call keeps retrying before the job fails for it
 CHUNK_BYTES = 1 << 20
 T = TypeVar("T")
+
+
+def row_name(row: int) -> str:
+    """Where a tile row's checkpoint is kept, below the job's folder or key prefix."""
+    return f"{ROWS}/{row:06d}"
 
 
 class StorageUnavailable(Exception):
@@ -107,20 +113,20 @@ class LocalFiles(JobFiles):
         return self.folder(job_id) / INPUT_NAME
 
     def put_row(self, job_id: str, row: int, data: bytes) -> None:
-        target = self.folder(job_id) / "rows" / f"{row:06d}"
+        target = self.folder(job_id) / row_name(row)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = target.with_name(f".{target.name}.{os.getpid()}")
         staging.write_bytes(data)
         staging.replace(target)  # a reader sees a whole checkpoint or none
 
     def get_row(self, job_id: str, row: int) -> bytes:
-        return (self.folder(job_id) / "rows" / f"{row:06d}").read_bytes()
+        return (self.folder(job_id) / row_name(row)).read_bytes()
 
     def store_result(self, job_id: str, product: Path) -> None:
         product.replace(self.folder(job_id) / RESULT_NAME)
 
     def drop_checkpoints(self, job_id: str) -> None:
-        shutil.rmtree(self.folder(job_id) / "rows", ignore_errors=True)
+        shutil.rmtree(self.folder(job_id) / ROWS, ignore_errors=True)
 
     def result(self, job_id: str) -> StoredResult | None:
         path = self.folder(job_id) / RESULT_NAME
@@ -170,11 +176,11 @@ class S3Files(JobFiles):
         return local
 
     def put_row(self, job_id: str, row: int, data: bytes) -> None:
-        self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=self.key(job_id, f"rows/{row:06d}"),
+        self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=self.key(job_id, row_name(row)),
                                                   Body=data))
 
     def get_row(self, job_id: str, row: int) -> bytes:
-        return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=self.key(job_id, f"rows/{row:06d}"))
+        return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=self.key(job_id, row_name(row)))
                           ["Body"].read())
 
     def store_result(self, job_id: str, product: Path) -> None:
@@ -183,7 +189,7 @@ class S3Files(JobFiles):
         product.unlink()
 
     def drop_checkpoints(self, job_id: str) -> None:
-        self._delete_prefix(self.key(job_id, "rows/"))
+        self._delete_prefix(self.key(job_id, f"{ROWS}/"))
 
     def result(self, job_id: str) -> StoredResult | None:
         from botocore.exceptions import ClientError

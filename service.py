@@ -21,9 +21,9 @@ import numpy as np
 from bentoml.exceptions import NotFound
 from bentoml.validators import ContentType
 
-from hndsr_model.pipeline import DEFAULT_UNCERTAINTY_SAMPLES, HNDSRPipeline
-from hndsr_model.weights import DEFAULT_VARIANT, WeightsError, variant_paths
-from hndsr_raster import parse_bands
+from hndsr_model.options import DEFAULT_UNCERTAINTY_SAMPLES, DEFAULT_VARIANT, UpscaleOptions
+from hndsr_model.pipeline import HNDSRPipeline
+from hndsr_model.weights import WeightsError, variant_paths
 from hndsr_service import guards, imaging, metrics, openapi, ratelimit, uploads
 from hndsr_service.errors import ServiceError, api_errors, request_id
 from hndsr_service.inference import InferenceRunner
@@ -46,7 +46,7 @@ from hndsr_service.schemas import (
     ScaleFactor,
     Seed,
     UncertaintySamples,
-    map_samples,
+    UpscaleFields,
     strict_apis,
 )
 from hndsr_service.settings import get_settings
@@ -126,7 +126,7 @@ class HNDSR:
         pipeline = HNDSRPipeline.from_pretrained(
             weights, device=settings.device, tile_size=settings.tile_size, tile_overlap=settings.tile_overlap,
             tile_batch=settings.tile_batch, batch_wait_ms=settings.batch_wait_ms)
-        pipeline.upscale(np.zeros((32, 32, 3), np.uint8), 4, ddim_steps=1, seed=0)  # warm-up
+        pipeline.upscale(np.zeros((32, 32, 3), np.uint8), UpscaleOptions(4, ddim_steps=1, seed=0))  # warm-up
         return pipeline
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
@@ -162,11 +162,10 @@ class HNDSR:
     ) -> InferResponse:
         """Upscale a base64 image; returns the base64 file (PNG, or GeoTIFF for a TIFF input) and metadata, and
         with ``return_uncertainty`` the uncertainty map as a base64 one-band float32 TIFF."""
+        options = UpscaleFields.pick(locals()).options()
         data = await run_in_thread(imaging.decode_base64, image)
         product, meta = await self._produce(
-            ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format, None,
-                           map_samples(return_uncertainty, uncertainty_samples), uncertainty_file=True, model=model),
-            ctx)
+            ProductRequest(data, options, output_format, None, uncertainty_file=True), ctx)
         encoded = await run_in_thread(_base64, product.content)
         uncertainty = await run_in_thread(_base64, product.uncertainty) if product.uncertainty else None
         width, height = product.output_size
@@ -195,12 +194,10 @@ class HNDSR:
         ``return_uncertainty`` a TIFF answer carries the uncertainty map as its last band (float32)."""
         if not ctx.request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise ServiceError(415, "unsupported_media_type", "send the image as multipart/form-data")
+        options = UpscaleFields.pick(locals()).options()
         data = await run_in_thread(image.read_bytes)
         product, meta = await self._produce(
-            ProductRequest(data, scale_factor, ddim_steps, seed, _bands(bands), output_format,
-                           ctx.request.headers.get("accept"), map_samples(return_uncertainty, uncertainty_samples),
-                           model=model),
-            ctx)
+            ProductRequest(data, options, output_format, ctx.request.headers.get("accept")), ctx)
         ctx.response.headers.update({"x-hndsr-latency-ms": str(meta.latency_ms), "x-hndsr-seed": str(meta.seed)})
         # The request's own temporary folder: BentoML streams the file from it, then empties it.
         result = Path(ctx.temp_dir) / f"hndsr-x{scale_factor}{mimetypes.guess_extension(product.media_type)}"
@@ -210,25 +207,19 @@ class HNDSR:
     async def _produce(self, request: ProductRequest, ctx: bentoml.Context) -> tuple[Product, InferMetadata]:
         if state.pipeline is None or not state.alive:
             raise ServiceError(503, "model_unavailable", state.not_ready_reason(), retry_after=30)
-        pipeline = variant_pipeline(state.pipelines, request.model)
+        options = request.options
+        pipeline = variant_pipeline(state.pipelines, options.model)
         product, seconds = await make_product(pipeline, self.runner, settings, request, ctx.request.is_disconnected)
         meta = InferMetadata(
-            input_size=product.input_size, output_size=product.output_size, scale_factor=request.scale,
-            ddim_steps=request.ddim_steps, seed=product.seed, latency_ms=round(seconds * 1000, 1),
-            device=state.device, model="hndsr", model_variant=request.model, model_version=pipeline.version,
+            input_size=product.input_size, output_size=product.output_size, scale_factor=options.scale,
+            ddim_steps=options.ddim_steps, seed=product.seed, latency_ms=round(seconds * 1000, 1),
+            device=state.device, model="hndsr", model_variant=options.model, model_version=pipeline.version,
             tiles=product.tiles, request_id=request_id(ctx))
         return product, meta
 
 
 def _base64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def _bands(text: str | None) -> tuple[int, ...] | None:
-    try:
-        return parse_bands(text)
-    except ValueError as exc:
-        raise ServiceError(422, "invalid_request", str(exc)) from None
 
 
 for guard, options in guards.stack(settings, state, shared_limits):

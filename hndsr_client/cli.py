@@ -24,10 +24,18 @@ from PIL import Image
 from tqdm import tqdm
 
 from hndsr_model.data import ImageDecodeError, list_images, load_rgb
-from hndsr_model.pipeline import DEFAULT_UNCERTAINTY_SAMPLES, UNCERTAINTY_SAMPLES, HNDSRPipeline
-from hndsr_model.weights import DEFAULT_VARIANT, VARIANT_FILES, WEIGHTS_DIR, WeightsError
+from hndsr_model.options import (
+    DDIM_STEPS,
+    DEFAULT_UNCERTAINTY_SAMPLES,
+    DEFAULT_VARIANT,
+    SCALES,
+    UNCERTAINTY_SAMPLES,
+    VARIANTS,
+    UpscaleOptions,
+)
+from hndsr_model.pipeline import HNDSRPipeline
+from hndsr_model.weights import VARIANT_FILES, WEIGHTS_DIR, WeightsError
 from hndsr_raster import (
-    SceneOptions,
     SceneUpscaler,
     is_tiff,
     open_raster,
@@ -46,31 +54,27 @@ def is_raster_pair(src: Path, dst: Path) -> bool:
         return is_tiff(head.read(4)) and dst.suffix.lower() in TIFF_SUFFIXES
 
 
-def uncertainty_samples(args: argparse.Namespace) -> int:
-    """0: no uncertainty map; else the samples behind it (as the service's ``schemas.map_samples``)."""
-    return args.uncertainty_samples if args.uncertainty else 0
+def options_of(args: argparse.Namespace) -> UpscaleOptions:
+    return UpscaleOptions(args.scale, args.ddim_steps, args.seed, args.bands, args.model, args.uncertainty,
+                          args.uncertainty_samples)
 
 
-def upscale_file(pipeline: HNDSRPipeline, src: Path, dst: Path, args: argparse.Namespace, show_tiles: bool) -> None:
+def upscale_file(pipeline: HNDSRPipeline, src: Path, dst: Path, options: UpscaleOptions, show_tiles: bool) -> None:
     """``src`` -> ``dst`` (and with ``--uncertainty`` the map beside it, at ``uncertainty_path(dst)``)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    samples = uncertainty_samples(args)
     if is_raster_pair(src, dst):
         with open_raster(src) as raster:
-            options = SceneOptions(args.scale, args.ddim_steps, args.seed, args.bands, samples, uncertainty_file=True)
-            upscaler = SceneUpscaler(pipeline, raster, options)
+            upscaler = SceneUpscaler(pipeline, raster, options, uncertainty_file=True)
             with tqdm(total=upscaler.tiles_total, desc=src.name, unit="tile", disable=not show_tiles,
                       leave=False) as bar:
                 upscaler.write(dst, progress=lambda done, _total: bar.update(done - bar.n))
         return
-    if args.bands:
+    if options.bands:
         raise ImageDecodeError("--bands applies to a TIFF/GeoTIFF input written to a .tif output")
     image = load_rgb(src)
     with tqdm(total=pipeline.count_tiles(*image.shape[:2]), desc=src.name, unit="tile", disable=not show_tiles,
               leave=False) as bar:
-        result = pipeline.upscale(image, args.scale, args.ddim_steps, args.seed,
-                                  progress=lambda done, _total: bar.update(done - bar.n), uncertainty=samples > 0,
-                                  uncertainty_samples=samples)
+        result = pipeline.upscale(image, options, progress=lambda done, _total: bar.update(done - bar.n))
     Image.fromarray(result.image).save(dst)
     if result.uncertainty is not None:
         uncertainty_path(dst).write_bytes(uncertainty_to_tiff(result.uncertainty))
@@ -98,7 +102,7 @@ def run_upscale(args: argparse.Namespace) -> int:
         return 1
     if not args.input.is_dir():
         try:
-            upscale_file(pipeline, args.input, args.output, args, show_tiles=True)
+            upscale_file(pipeline, args.input, args.output, options_of(args), show_tiles=True)
         except ImageDecodeError as exc:  # the raster errors are ImageDecodeErrors too
             print(f"error: {args.input}: {exc}", file=sys.stderr)
             return 1
@@ -107,7 +111,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     sources, failed = list_images(args.input), 0
     for src in tqdm(sources, desc="images", unit="img"):
         try:
-            upscale_file(pipeline, src, folder_output(src, args.input, args.output), args, False)
+            upscale_file(pipeline, src, folder_output(src, args.input, args.output), options_of(args), False)
         except ImageDecodeError as exc:
             failed += 1
             tqdm.write(f"skipped {src}: {exc}", file=sys.stderr)
@@ -119,10 +123,9 @@ def run_submit(args: argparse.Namespace) -> int:
     if not args.input.is_file():
         print(f"error: {args.input} is not a file", file=sys.stderr)
         return 2
-    bands = ",".join(map(str, args.bands)) if args.bands else None
     try:
         with JobsClient(args.url, api_key=args.api_key) as client:
-            job_id = client.submit(args.input, args.scale, args.ddim_steps, args.seed, bands, model=args.model)
+            job_id = client.submit(args.input, options_of(args))
             print(f"job {job_id} queued", file=sys.stderr)
             client.wait(job_id, progress=True)
             client.download(job_id, args.output)
@@ -149,14 +152,23 @@ def band_list(text: str) -> tuple[int, ...]:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path)
     parser.add_argument("output", type=Path)
-    parser.add_argument("--scale", type=int, default=4, choices=range(2, 9), metavar="{2..8}")
-    parser.add_argument("--ddim-steps", type=int, default=0, choices=range(0, 51), metavar="{0..50}")
+    parser.add_argument("--scale", type=int, default=4, choices=SCALES, metavar=span(SCALES))
+    parser.add_argument("--ddim-steps", type=int, default=0, choices=DDIM_STEPS, metavar=span(DDIM_STEPS))
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--model", choices=list(VARIANT_FILES), default=DEFAULT_VARIANT,
+    parser.add_argument("--model", choices=VARIANTS, default=DEFAULT_VARIANT,
                         help="the shipped weights: bicubic (clean imagery; the uncertainty map) or real (sensor-like "
                              f"blur, noise and compression); default {DEFAULT_VARIANT}")
     parser.add_argument("--bands", type=band_list, default=None, metavar="4,3,2",
                         help="TIFF/GeoTIFF inputs: 1-based bands to keep, in output order")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also make the uncertainty map (sigma of the output's luma, 0..1, float32)")
+    parser.add_argument("--uncertainty-samples", type=int, default=DEFAULT_UNCERTAINTY_SAMPLES,
+                        choices=UNCERTAINTY_SAMPLES, metavar=span(UNCERTAINTY_SAMPLES),
+                        help="with --ddim-steps > 0: the seeded diffusion samples behind the map")
+
+
+def span(values: range) -> str:
+    return f"{{{values.start}..{values.stop - 1}}}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,12 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(up)
     up.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     up.add_argument("--weights", type=Path, default=None, help="a weights file to use instead of --model's")
-    up.add_argument("--uncertainty", action="store_true",
-                    help="also write the uncertainty map (sigma of the output's luma, 0..1, float32) beside each "
-                         "output as <stem>.uncertainty.tif")
-    up.add_argument("--uncertainty-samples", type=int, default=DEFAULT_UNCERTAINTY_SAMPLES,
-                    choices=UNCERTAINTY_SAMPLES, metavar=f"{{{UNCERTAINTY_SAMPLES.start}..{UNCERTAINTY_SAMPLES.stop - 1}}}",
-                    help="with --ddim-steps > 0: the seeded diffusion samples behind the map")
     up.set_defaults(func=run_upscale)
     submit = sub.add_parser("submit", help="super-resolve a raster on a server as a scene job")
     add_model_options(submit)

@@ -1,13 +1,14 @@
 """A small client for the scene-jobs API: submit a raster, wait for it (with a progress bar), download.
 
     with JobsClient("http://127.0.0.1:8000") as client:
-        job_id = client.submit("scene.tif", scale_factor=2)
+        job_id = client.submit("scene.tif", scale=2)
         client.wait(job_id, progress=True)
         client.download(job_id, "scene_x2.tif")
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,17 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from hndsr_model.options import UpscaleOptions
+
 FAILED = ("failed", "cancelled")
+
+
+def form_fields(options: UpscaleOptions) -> dict[str, str]:
+    """The options as the form fields of ``/upscale`` and ``/jobs`` (the server reads each one as JSON)."""
+    fields = {"scale_factor": options.scale, "ddim_steps": options.ddim_steps, "seed": options.seed,
+              "bands": ",".join(map(str, options.bands)) if options.bands else None, "model": options.model,
+              "return_uncertainty": json.dumps(options.uncertainty), "uncertainty_samples": options.uncertainty_samples}
+    return {name: str(value) for name, value in fields.items() if value is not None}
 
 
 class HNDSRError(RuntimeError):
@@ -37,18 +48,14 @@ class JobsClient:
     def __exit__(self, *_: object) -> None:
         self.http.close()
 
-    def submit(self, path: str | Path, scale_factor: int = 4, ddim_steps: int = 0, seed: int | None = None,
-               bands: str | None = None, uncertainty_samples: int | None = None, model: str | None = None) -> str:
-        """Upload a raster (streamed from disk) as a job; returns its id. With ``uncertainty_samples`` (2-16; the
-        samples matter only with ``ddim_steps`` > 0) the result carries the uncertainty map as its last band;
-        ``model`` picks the shipped weights (``bicubic``, the server's default, or ``real``)."""
-        fields = {"scale_factor": scale_factor, "ddim_steps": ddim_steps, "seed": seed, "bands": bands,
-                  "uncertainty_samples": uncertainty_samples, "model": model}
-        data = {key: str(value) for key, value in fields.items() if value is not None}
-        if uncertainty_samples is not None:
-            data["return_uncertainty"] = "true"  # a form field is read as JSON
+    def submit(self, path: str | Path, options: UpscaleOptions | None = None, **fields: Any) -> str:
+        """Upload a raster (streamed from disk) as a job; returns its id. The job's parameters are ``options``, or
+        :class:`UpscaleOptions` made of ``fields`` (``scale=2, bands=(4, 3, 2)``): with ``uncertainty`` the result
+        carries the uncertainty map as its last band; ``model`` picks the shipped weights."""
+        options = options or UpscaleOptions(**fields)
         with Path(path).open("rb") as raster:
-            response = self.http.post("/jobs", data=data, files={"image": (Path(path).name, raster, "image/tiff")})
+            response = self.http.post("/jobs", data=form_fields(options),
+                                      files={"image": (Path(path).name, raster, "image/tiff")})
         return self._json(response, 202)["job_id"]
 
     def status(self, job_id: str) -> dict[str, Any]:

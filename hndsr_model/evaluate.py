@@ -31,7 +31,8 @@ import torch
 
 from . import degradation
 from .data import bicubic_upscale, list_images, load_rgb, make_pair
-from .pipeline import DEFAULT_UNCERTAINTY_SAMPLES, HNDSRPipeline
+from .options import DEFAULT_UNCERTAINTY_SAMPLES, UpscaleOptions
+from .pipeline import HNDSRPipeline
 from .quality import gmsd, gradient_energy_ratio, spearman, y_psnr, y_ssim
 from .timing import round_robin_seconds
 from .uncertainty import LUMA
@@ -84,8 +85,9 @@ def evaluate_uncertainty(pipeline: HNDSRPipeline, images: list[Path], scales: li
             rows, pooled = [], []
             for path in images:
                 hr, lr = make_pair(load_rgb(path), scale)
-                out = pipeline.upscale(lr, scale, ddim_steps=steps, seed=seed, uncertainty=True,
-                                       uncertainty_samples=samples)
+                options = UpscaleOptions(scale, ddim_steps=steps, seed=seed, uncertainty=True,
+                                         uncertainty_samples=samples)
+                out = pipeline.upscale(lr, options)
                 assert out.uncertainty is not None
                 row, sample = uncertainty_scores(out.image, out.uncertainty, hr, scale)
                 rows.append(row)
@@ -109,8 +111,8 @@ def tile_seconds(pipelines: dict[str, HNDSRPipeline], ddim_steps: list[int], rep
             options = [False, True] if pipeline.has_uncertainty else [False]
             for mapped in options:
                 label = method_name(name, steps) + ("+uncertainty" if mapped else "")
-                calls[label] = functools.partial(pipeline.upscale, tile, 4, ddim_steps=steps, seed=seed,
-                                                 uncertainty=mapped)
+                calls[label] = functools.partial(pipeline.upscale, tile,
+                                                 UpscaleOptions(4, ddim_steps=steps, seed=seed, uncertainty=mapped))
     return {label: round(seconds, 3) for label, seconds in round_robin_seconds(calls, repeats).items()}
 
 
@@ -141,7 +143,7 @@ def evaluate(
             rows.setdefault("bicubic", []).append(score(bicubic_upscale(lr, scale), hr, scale))
             for name, pipeline in pipelines.items():
                 for steps in ddim_steps:
-                    sr = pipeline.upscale(lr, scale, ddim_steps=steps, seed=seed).image
+                    sr = pipeline.upscale(lr, UpscaleOptions(scale, ddim_steps=steps, seed=seed)).image
                     rows.setdefault(method_name(name, steps), []).append(score(sr, hr, scale))
         results[str(scale)] = {method: mean_scores(r) for method, r in rows.items()}
         print(f"x{scale}: " + ", ".join(f"{m} {v['psnr']:.2f} dB" for m, v in results[str(scale)].items()),
@@ -182,7 +184,8 @@ def evaluate_real_pairs(
         scene = low_path.name.removesuffix("_Landsat-8.tif")
         lr, hr = load_rgb(low_path), load_rgb(low_path.with_name(f"{scene}_Sentinel-2.tif"))
         outputs = {"bicubic": bicubic_upscale(lr, scale)}
-        outputs.update({method_name(name, 0): p.upscale(lr, scale).image for name, p in pipelines.items()})
+        options = UpscaleOptions(scale)
+        outputs.update({method_name(name, 0): p.upscale(lr, options).image for name, p in pipelines.items()})
         shift = best_shift(outputs["bicubic"], hr, scale, register) if register else (0, 0)
         results[scene] = {}
         for method, out in outputs.items():

@@ -9,7 +9,6 @@ uint8 quantisation: one copy to the host per band of rows.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 
 from .batching import CancelCheck, InferenceCancelled, MicroBatcher, TileWork
 from .diffusion import UNSHUFFLE, decode_residual, encode_condition
+from .options import UpscaleOptions
 from .sampler import DDIMSampler
 from .uncertainty import combine, luma
 from .weights import DEFAULT_WEIGHTS, LoadedModel, load_weights
@@ -33,9 +33,6 @@ RowReader = Callable[[int, int], torch.Tensor]
 # pays (docs/throughput.md).
 DEFAULT_TILE_BATCH = {"cpu": 4, "cuda": 16}
 DEFAULT_BATCH_WAIT_MS = {"cpu": 0.0, "cuda": 2.0}
-# Seeded diffusion samples per tile behind an uncertainty map with ddim_steps > 0 (the first is the output).
-UNCERTAINTY_SAMPLES = range(2, 17)
-DEFAULT_UNCERTAINTY_SAMPLES = 8
 # Seed offset between a tile's diffusion samples (2**64 / golden ratio: far from every other tile's seed).
 SAMPLE_SEED_STRIDE = 0x9E3779B97F4A7C15
 
@@ -58,10 +55,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("DEVICE=cuda was asked for but no CUDA device is available")
     return torch.device(device)
-
-
-def random_seed() -> int:
-    return random.SystemRandom().randrange(2**31)
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
@@ -141,49 +134,43 @@ class HNDSRPipeline:
     def upscale(
         self,
         image: np.ndarray,
-        scale: int,
-        ddim_steps: int = 0,
-        seed: int | None = None,
+        options: UpscaleOptions,
         should_cancel: CancelCheck | None = None,
         progress: Progress | None = None,
-        uncertainty: bool = False,
-        uncertainty_samples: int = DEFAULT_UNCERTAINTY_SAMPLES,
     ) -> UpscaleResult:
-        """Super-resolve an ``(H, W, 3) uint8`` RGB image by the integer ``scale`` (2-8).
+        """Super-resolve an ``(H, W, 3) uint8`` RGB image by ``options.scale`` (``options.bands`` and ``model`` are
+        the caller's: a raster's bands, and which pipeline it asks).
 
-        ``uncertainty`` adds the map of :mod:`.uncertainty` (with ``ddim_steps > 0`` from the head and
+        ``options.uncertainty`` adds the map of :mod:`.uncertainty` (with ``ddim_steps > 0`` from the head and
         ``uncertainty_samples`` seeded samples, the first of which is the output); the output is the same
-        bytes either way."""
+        bytes either way. Diffusion without a seed gets one (:meth:`UpscaleOptions.seeded`), reported in the
+        result."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError("image must be an (H, W, 3) uint8 array")
         height, width = image.shape[:2]
-        if ddim_steps and seed is None:
-            seed = random_seed()
+        options = options.seeded()
+        scale = options.scale
         # uint8 crosses to the device (a quarter of the float bytes), which makes the floats there.
         lr = torch.from_numpy(np.array(image)).to(self.device).permute(2, 0, 1).float().div_(255)
         out = np.empty((height * scale, width * scale, 3), np.uint8)
-        sigma = np.empty((height * scale, width * scale), np.float32) if uncertainty else None
-        bands = self._stream(lambda y0, y1: lr[:, y0:y1], height, width, scale, ddim_steps, seed, should_cancel,
-                             progress, finish=lambda band: band, uncertainty_samples=uncertainty_samples
-                             if uncertainty else 0)
+        sigma = np.empty((height * scale, width * scale), np.float32) if options.uncertainty else None
+        bands = self._stream(lambda y0, y1: lr[:, y0:y1], height, width, options, should_cancel, progress,
+                             finish=lambda band: band)
         for y, band in bands:
             rows = slice(y, y + band.shape[1])
             out[rows] = to_uint8(band[:3]).permute(1, 2, 0).cpu().numpy()  # the band's one copy to the host
             if sigma is not None:
                 sigma[rows] = band[3].cpu().numpy()
-        return UpscaleResult(out, self.count_tiles(height, width), seed, sigma)
+        return UpscaleResult(out, self.count_tiles(height, width), options.seed, sigma)
 
     def upscale_rows(
         self,
         read_rows: RowReader,
         height: int,
         width: int,
-        scale: int,
-        ddim_steps: int = 0,
-        seed: int | None = None,
+        options: UpscaleOptions,
         should_cancel: CancelCheck | None = None,
         progress: Progress | None = None,
-        uncertainty_samples: int = 0,
         start_row: int = 0,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Stream the super-resolution of an ``height x width`` image, one band of rows at a time.
@@ -193,15 +180,17 @@ class HNDSRPipeline:
         from disk by windows. Yields ``(hr_row, band)``: ``band`` is ``(3, rows, width * scale)``
         float on the host, unclamped, and starts at output row ``hr_row``; bands cover the output top
         to bottom. Only one tile-row band is held, so memory does not grow with the height.
-        ``uncertainty_samples > 0`` adds the uncertainty map as a 4th channel (see :meth:`upscale`).
+        ``options.uncertainty`` adds the uncertainty map as a 4th channel (see :meth:`upscale`). With diffusion
+        the options carry their seed (:meth:`UpscaleOptions.seeded`): a stream is made again, or resumed, with it.
 
         ``start_row`` resumes a stream that stopped after yielding that many bands: it yields the rest, the
         same values as an uninterrupted stream. The tile rows before it whose tiles overlap its band are computed
         again, unyielded (one row, or two where the last row's stride is shorter than the overlap).
         """
-        return self._stream(read_rows, height, width, scale, ddim_steps, seed, should_cancel, progress,
-                            finish=lambda band: band.cpu(), uncertainty_samples=uncertainty_samples,
-                            start_row=start_row)
+        if options.ddim_steps and options.seed is None:
+            raise ValueError("diffusion streams need a seed: pass options.seeded()")
+        return self._stream(read_rows, height, width, options, should_cancel, progress,
+                            finish=lambda band: band.cpu(), start_row=start_row)
 
     @torch.inference_mode()
     def _stream(
@@ -209,25 +198,17 @@ class HNDSRPipeline:
         read_rows: RowReader,
         height: int,
         width: int,
-        scale: int,
-        ddim_steps: int,
-        seed: int | None,
+        options: UpscaleOptions,
         should_cancel: CancelCheck | None,
         progress: Progress | None,
         finish: Callable[[torch.Tensor], torch.Tensor],
-        uncertainty_samples: int = 0,
         start_row: int = 0,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """:meth:`upscale_rows` on the device; ``finish`` turns each finished float band into what is yielded."""
-        if not 2 <= scale <= 8:
-            raise ValueError(f"scale must be an integer in 2..8, got {scale}")
-        uncertainty = uncertainty_samples > 0
+        scale, ddim_steps, seed, uncertainty = options.scale, options.ddim_steps, options.seed, options.uncertainty
         if uncertainty and not self.has_uncertainty:
             raise UncertaintyUnavailable(f"the weights of model {self.version} carry no uncertainty head")
-        if uncertainty and ddim_steps and uncertainty_samples not in UNCERTAINTY_SAMPLES:
-            raise ValueError(f"uncertainty_samples must be in {UNCERTAINTY_SAMPLES.start}.."
-                             f"{UNCERTAINTY_SAMPLES.stop - 1}, got {uncertainty_samples}")
-        samples = uncertainty_samples if uncertainty and ddim_steps else 1
+        samples = options.uncertainty_samples if uncertainty and ddim_steps else 1
         # The map's extra samples do not shrink the batches: the output is then computed in the same batches
         # with and without the map (see _add_residuals).
         per_call = self.tile_batch

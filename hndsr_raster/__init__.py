@@ -10,7 +10,6 @@ from .scene import (
     UNCERTAINTY,
     RasterError,
     RasterTooLarge,
-    SceneOptions,
     SceneStep,
     SceneUpscaler,
     array_to_tiff,
@@ -20,5 +19,5 @@ from .scene import (
     uncertainty_to_tiff,
 )
 
-__all__ = ["UNCERTAINTY", "BandPlan", "RasterError", "RasterTooLarge", "SceneOptions", "SceneStep", "SceneUpscaler", "array_to_tiff",
+__all__ = ["UNCERTAINTY", "BandPlan", "RasterError", "RasterTooLarge", "SceneStep", "SceneUpscaler", "array_to_tiff",
            "is_tiff", "open_raster", "parse_bands", "uncertainty_path", "uncertainty_to_tiff"]

@@ -21,10 +21,11 @@ import numpy as np
 from PIL import Image
 from rasterio.io import MemoryFile
 
+from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.weights import DEFAULT_WEIGHTS
 
-from .scene import SceneOptions, SceneUpscaler, open_raster
+from .scene import SceneUpscaler, open_raster
 
 
 def resize_band(band: np.ndarray, width: int, height: int, dtype: np.dtype) -> np.ndarray:
@@ -61,7 +62,7 @@ def evaluate(pipeline: HNDSRPipeline, path: Path, scale: int) -> dict[str, float
             dst.write(lr)
         with mem.open() as lr_src:
             out = Path(tmp) / "sr.tif"
-            SceneUpscaler(pipeline, lr_src, SceneOptions(scale)).write(out)
+            SceneUpscaler(pipeline, lr_src, UpscaleOptions(scale)).write(out)
         with open_raster(out) as sr_src:
             sr = sr_src.read()
     hndsr = float(np.mean([psnr(h, s, scale) for h, s in zip(hr, sr, strict=True)]))

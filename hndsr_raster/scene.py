@@ -15,7 +15,7 @@ import io
 import shutil
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ from rasterio.io import DatasetReader, DatasetWriter, MemoryFile
 from rasterio.windows import Window
 
 from hndsr_model.data import ImageDecodeError, ImageTooLarge, check_pixels
-from hndsr_model.pipeline import CancelCheck, HNDSRPipeline, Progress, random_seed
+from hndsr_model.options import UpscaleOptions
+from hndsr_model.pipeline import CancelCheck, HNDSRPipeline, Progress
 
 from .bands import BandGroup, BandPlan
 from .checkpoint import MAP, PRODUCT, RecordingWriter, RowWrites
@@ -58,20 +59,6 @@ class RasterError(ImageDecodeError):
 
 class RasterTooLarge(ImageTooLarge):
     """More pixels or bands than the configured limits."""
-
-
-@dataclass(frozen=True)
-class SceneOptions:
-    scale: int
-    ddim_steps: int = 0
-    seed: int | None = None
-    bands: tuple[int, ...] | None = None  # 1-based source bands, in output order; None = all
-    # > 0: with the uncertainty map (with ddim_steps > 0, the seeded samples behind it); 0: without it
-    uncertainty_samples: int = 0
-    # The map as a file of its own beside the product (uncertainty_path), not as the product's last band.
-    uncertainty_file: bool = False
-    # Each model band's normalisation, when fixed beforehand (a job's, at submit); None: from the scene.
-    band_stats: dict[int, BandStats] | None = None
 
 
 @dataclass(frozen=True)
@@ -107,9 +94,15 @@ def open_raster(source: Path | bytes) -> Iterator[DatasetReader]:
 
 
 class SceneUpscaler:
-    """The super-resolution of one open raster into a GeoTIFF of the same kind."""
+    """The super-resolution of one open raster into a GeoTIFF of the same kind.
 
-    def __init__(self, pipeline: HNDSRPipeline, src: DatasetReader, options: SceneOptions,
+    ``uncertainty_file`` puts the map (``options.uncertainty``) in a file of its own beside the product
+    (:func:`uncertainty_path`) instead of the product's last band; ``band_stats`` fixes each model band's
+    normalisation beforehand (a job's, at submit), else it comes from the scene.
+    """
+
+    def __init__(self, pipeline: HNDSRPipeline, src: DatasetReader, options: UpscaleOptions, *,
+                 uncertainty_file: bool = False, band_stats: dict[int, BandStats] | None = None,
                  max_pixels: int | None = None, max_bands: int | None = None) -> None:
         _check_source(src, max_pixels, max_bands)
         try:
@@ -118,20 +111,25 @@ class SceneUpscaler:
             raise RasterError(str(exc)) from None
         self.pipeline = pipeline
         self.src = src
-        self.options = options
-        self.seed = options.seed if options.seed is not None or not options.ddim_steps else random_seed()
+        self.options = options.seeded()
+        self.uncertainty_file = uncertainty_file
         self.dtype = np.dtype(src.dtypes[self.plan.source[0] - 1])
         self.sigma_group = self._sigma_group()
-        self.sigma_band = len(self.plan.source) + 1 if self.sigma_group and not options.uncertainty_file else None
+        self.sigma_band = len(self.plan.source) + 1 if self.sigma_group and not uncertainty_file else None
         # A TIFF has one dtype for all its bands: beside the float map, the image keeps its values in its own
         # units, as floats wide enough to hold them exactly (float32 up to 16-bit data, else float64).
         self.product_dtype = np.promote_types(self.dtype, np.float32) if self.sigma_band else self.dtype
         self.tiles_total = self.plan.model_passes * pipeline.count_tiles(src.height, src.width)
         self.rows_total = self.plan.model_passes * pipeline.count_tile_rows(src.height)
         self.tiles_done = 0
-        self._band_stats = options.band_stats
+        self._band_stats = band_stats
 
     # -- what it is and what it makes -------------------------------------------------------------
+
+    @property
+    def seed(self) -> int | None:
+        """The diffusion noise's seed, chosen now if the options had none (None without diffusion)."""
+        return self.options.seed
 
     def describe_input(self) -> dict[str, Any]:
         src = self.src
@@ -155,7 +153,7 @@ class SceneUpscaler:
 
     @property
     def _sigma_file(self) -> bool:
-        return self.sigma_group is not None and self.options.uncertainty_file
+        return self.sigma_group is not None and self.uncertainty_file
 
     # -- the work ---------------------------------------------------------------------------------
 
@@ -257,9 +255,9 @@ class SceneUpscaler:
             self.tiles_done = first_tile + done
 
         sigma_writer = writers.get(MAP, writers[PRODUCT]) if group is self.sigma_group else None
-        samples = self.options.uncertainty_samples if sigma_writer is not None else 0
-        rows = self.pipeline.upscale_rows(read_rows, src.height, src.width, s, self.options.ddim_steps, self.seed,
-                                          should_cancel, progress, uncertainty_samples=samples, start_row=replayed)
+        options = replace(self.options, uncertainty=sigma_writer is not None)  # the map is one group's
+        rows = self.pipeline.upscale_rows(read_rows, src.height, src.width, options, should_cancel, progress,
+                                          start_row=replayed)
         for row, (hr_row, band) in enumerate(rows, start=one.first_row + replayed):
             log = RowWrites() if one.record else None
             for writer in writers.values():
@@ -290,7 +288,7 @@ class SceneUpscaler:
 
     def _sigma_group(self) -> BandGroup | None:
         """The bands the uncertainty map describes: the first the model sees (the colour triplet if any)."""
-        if not self.options.uncertainty_samples:
+        if not self.options.uncertainty:
             return None
         group = next((g for g in self.plan.groups if g.kind != "nearest"), None)
         if group is None:
@@ -299,7 +297,7 @@ class SceneUpscaler:
         return group
 
     def band_stats(self) -> dict[int, BandStats]:
-        """Every model band's normalisation (fixed in :attr:`SceneOptions.band_stats` to resume a job with)."""
+        """Every model band's normalisation (given as ``band_stats`` to resume a job with)."""
         return dict(self._stats())
 
     def _stats(self) -> dict[int, BandStats]:

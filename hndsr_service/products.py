@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from hndsr_model.data import to_rgb8
+from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import CancelCheck, HNDSRPipeline
-from hndsr_model.weights import DEFAULT_VARIANT
-from hndsr_raster import SceneOptions, SceneUpscaler, is_tiff, open_raster, uncertainty_path, uncertainty_to_tiff
+from hndsr_raster import SceneUpscaler, is_tiff, open_raster, uncertainty_path, uncertainty_to_tiff
 
 from . import imaging, metrics
 from .errors import ServiceError
@@ -34,15 +34,10 @@ from .threads import run_in_thread
 @dataclass(frozen=True)
 class ProductRequest:
     data: bytes
-    scale: int
-    ddim_steps: int
-    seed: int | None
-    bands: tuple[int, ...] | None
+    options: UpscaleOptions
     output_format: str | None  # the form/JSON field; None = negotiate
     accept: str | None  # the Accept header (``/upscale`` only)
-    uncertainty_samples: int = 0  # 0: no uncertainty map; else the samples behind it (schemas.map_samples)
     uncertainty_file: bool = False  # the map as a TIFF of its own (``/infer``), not as the product's last band
-    model: str = DEFAULT_VARIANT  # which shipped weights (schemas.ModelVariant)
 
 
 @dataclass(frozen=True)
@@ -63,10 +58,10 @@ class Product:
 async def make_product(pipeline: HNDSRPipeline, runner: InferenceRunner, settings: Settings, request: ProductRequest,
                        disconnected: Callable[[], Awaitable[bool]]) -> tuple[Product, float]:
     """Returns the product and the inference time in seconds."""
-    check_uncertainty(pipeline, request.uncertainty_samples)
+    check_uncertainty(pipeline, request.options)
     with imaging.image_errors():
         # Bands are a raster's: a PNG, JPEG or WebP asked for some is read as the 3-band raster it is.
-        if is_tiff(request.data) or request.bands:
+        if is_tiff(request.data) or request.options.bands:
             return await _raster_product(pipeline, runner, settings, request, disconnected)
         return await _image_product(pipeline, runner, settings, request, disconnected)
 
@@ -75,19 +70,18 @@ async def _image_product(pipeline: HNDSRPipeline, runner: InferenceRunner, setti
                          request: ProductRequest, disconnected: Callable[[], Awaitable[bool]]) -> tuple[Product, float]:
     image = await run_in_thread(imaging.decode_image, request.data, settings.max_image_pixels)
     height, width = image.shape[:2]
-    _admit(width, height, request.scale, settings)
+    options = request.options
+    _admit(width, height, options.scale, settings)
     fmt = _format(request, input_is_tiff=False)
     result, seconds = await runner.run(
-        lambda cancel: pipeline.upscale(image, request.scale, request.ddim_steps, request.seed, should_cancel=cancel,
-                                        uncertainty=request.uncertainty_samples > 0,
-                                        uncertainty_samples=request.uncertainty_samples),
+        lambda cancel: pipeline.upscale(image, options, should_cancel=cancel),
         disconnected)
     in_band = None if request.uncertainty_file else result.uncertainty
     content = await run_in_thread(imaging.encode, result.image, fmt, in_band)
     own_file = None
     if request.uncertainty_file and result.uncertainty is not None:
         own_file = await run_in_thread(uncertainty_to_tiff, result.uncertainty)
-    return Product(content, imaging.MEDIA_TYPES[fmt], (width, height), request.scale, result.tiles,
+    return Product(content, imaging.MEDIA_TYPES[fmt], (width, height), options.scale, result.tiles,
                    result.seed, own_file), seconds
 
 
@@ -102,11 +96,10 @@ async def _raster_product(pipeline: HNDSRPipeline, runner: InferenceRunner, sett
                           request: ProductRequest, disconnected: Callable[[], Awaitable[bool]]
                           ) -> tuple[Product, float]:
     fmt = _format(request, input_is_tiff=is_tiff(request.data))
-    options = SceneOptions(request.scale, request.ddim_steps, request.seed, request.bands,
-                           request.uncertainty_samples, request.uncertainty_file)
     with open_raster(request.data) as src:
-        upscaler = SceneUpscaler(pipeline, src, options, settings.max_image_pixels, settings.max_bands)
-        _admit(src.width, src.height, request.scale, settings)
+        upscaler = SceneUpscaler(pipeline, src, request.options, uncertainty_file=request.uncertainty_file,
+                                 max_pixels=settings.max_image_pixels, max_bands=settings.max_bands)
+        _admit(src.width, src.height, request.options.scale, settings)
 
         def work(cancel: CancelCheck) -> _Encoded:
             with tempfile.TemporaryDirectory(prefix="hndsr-") as tmp:
@@ -118,7 +111,7 @@ async def _raster_product(pipeline: HNDSRPipeline, runner: InferenceRunner, sett
             return _Encoded(content, upscaler.tiles_total, uncertainty)
 
         result, seconds = await runner.run(work, disconnected)
-        return Product(result.content, imaging.MEDIA_TYPES[fmt], (src.width, src.height), request.scale,
+        return Product(result.content, imaging.MEDIA_TYPES[fmt], (src.width, src.height), request.options.scale,
                        result.tiles, upscaler.seed, result.uncertainty), seconds
 
 
@@ -131,9 +124,9 @@ def variant_pipeline(pipelines: dict[str, HNDSRPipeline], variant: str) -> HNDSR
                            f"{', '.join(sorted(pipelines))}") from None
 
 
-def check_uncertainty(pipeline: HNDSRPipeline, samples: int) -> None:
+def check_uncertainty(pipeline: HNDSRPipeline, options: UpscaleOptions) -> None:
     """Refuse a map the loaded weights cannot make before any work (the pipeline would refuse it only in a slot)."""
-    if samples and not pipeline.has_uncertainty:
+    if options.uncertainty and not pipeline.has_uncertainty:
         raise ServiceError(422, "invalid_request", f"return_uncertainty: the model {pipeline.version} has no "
                            "uncertainty head; ask without return_uncertainty, or for weights that have one "
                            "(model bicubic of hndsr 2.1.0 or later)")
@@ -142,7 +135,7 @@ def check_uncertainty(pipeline: HNDSRPipeline, samples: int) -> None:
 def _format(request: ProductRequest, input_is_tiff: bool) -> str:
     """The output format; a map in the product's own bands needs a TIFF (before any work, too)."""
     fmt = imaging.output_format(request.output_format, request.accept, input_is_tiff)
-    if request.uncertainty_samples and not request.uncertainty_file and fmt != "tiff":
+    if request.options.uncertainty and not request.uncertainty_file and fmt != "tiff":
         raise ServiceError(422, "invalid_request", f"return_uncertainty: a {fmt.upper()} output cannot carry the "
                            "uncertainty map; ask for a TIFF/GeoTIFF output (output_format=tiff or Accept: "
                            "image/tiff), which gets it as a last band, or use /infer, which returns it beside the "

@@ -15,13 +15,22 @@ from typing import Annotated, Any, Literal, Protocol, TypeVar
 from annotated_types import Ge, Le
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
-from hndsr_model.pipeline import DEFAULT_UNCERTAINTY_SAMPLES, UNCERTAINTY_SAMPLES
-from hndsr_model.weights import DEFAULT_VARIANT, VARIANT_FILES
+from hndsr_model.options import (
+    DDIM_STEPS,
+    DEFAULT_UNCERTAINTY_SAMPLES,
+    DEFAULT_VARIANT,
+    MAX_SEED,
+    SCALES,
+    UNCERTAINTY_SAMPLES,
+    VARIANTS,
+    UpscaleOptions,
+)
+from hndsr_raster.bands import parse_bands
 
+from .errors import ServiceError
 from .jobs.model import JobStatus
 
 API_VERSION = "1.0"
-MAX_SEED = 2**32 - 1
 
 
 def _whole_float(value: Any) -> Any:
@@ -34,8 +43,9 @@ def whole_number(low: int, high: int) -> Any:
     return Annotated[int, Strict(), Ge(low), Le(high), BeforeValidator(_whole_float)]
 
 
-ScaleFactor = Annotated[whole_number(2, 8), Field(description="Integer upscaling factor, 2-8", examples=[4])]
-DdimSteps = Annotated[whole_number(0, 50), Field(
+ScaleFactor = Annotated[whole_number(SCALES.start, SCALES.stop - 1), Field(
+    description=f"Integer upscaling factor, {SCALES.start}-{SCALES.stop - 1}", examples=[4])]
+DdimSteps = Annotated[whole_number(DDIM_STEPS.start, DDIM_STEPS.stop - 1), Field(
     description="Diffusion refinement steps; 0 = deterministic neural operator only", examples=[0])]
 Seed = Annotated[whole_number(0, MAX_SEED) | None, Field(
     description="Seed for the diffusion noise (same seed, same bytes); null = random", examples=[None])]
@@ -51,7 +61,7 @@ Bands = Annotated[
 Base64Image = Annotated[str, Strict(), Field(
     description="PNG/JPEG/TIFF/WebP file as base64; a data:image/...;base64, prefix is allowed",
     examples=["iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAJUlEQVR42mPc3+rHAAPhDGvgbCYGHIB0CRYvHhU458fP07SwAwAVYgXdW6kxywAAAABJRU5ErkJggg=="])]
-ModelVariant = Annotated[Literal[tuple(VARIANT_FILES)], Field(  # type: ignore[valid-type]
+ModelVariant = Annotated[Literal[VARIANTS], Field(  # type: ignore[valid-type]
     description="Which shipped weights: bicubic (trained for bicubic downsampling; the best on clean imagery, and the "
                 "only one with an uncertainty map) or real (trained for sensor-like blur, noise and compression, and "
                 "to stop at a 10 m sensor's sharpness; see the model card)", examples=[DEFAULT_VARIANT])]
@@ -66,13 +76,9 @@ UncertaintySamples = Annotated[whole_number(UNCERTAINTY_SAMPLES.start, UNCERTAIN
                 "unused with ddim_steps = 0", examples=[DEFAULT_UNCERTAINTY_SAMPLES])]
 
 
-def map_samples(return_uncertainty: bool, uncertainty_samples: int) -> int:
-    """The two fields as the product takes them: 0 = no uncertainty map, else the samples behind it."""
-    return uncertainty_samples if return_uncertainty else 0
-
-
-class JobParams(BaseModel):
-    """The form fields of ``POST /jobs`` besides ``image`` (those of ``/upscale``; jobs write GeoTIFFs only)."""
+class UpscaleFields(BaseModel):
+    """The fields of ``/infer``, ``/upscale`` and ``/jobs`` that make a request's :class:`UpscaleOptions`: their
+    names and types on the wire (the APIs' signatures in ``service.py`` name the same, as BentoML needs)."""
 
     model_config = ConfigDict(extra="forbid")
     scale_factor: ScaleFactor = 4
@@ -80,9 +86,27 @@ class JobParams(BaseModel):
     seed: Seed = None
     bands: Bands = None
     model: ModelVariant = DEFAULT_VARIANT
-    output_format: Annotated[Literal["tiff"], Field(description="Jobs write Cloud-Optimized GeoTIFFs")] = "tiff"
     return_uncertainty: ReturnUncertainty = False
     uncertainty_samples: UncertaintySamples = DEFAULT_UNCERTAINTY_SAMPLES
+
+    @classmethod
+    def pick(cls, values: dict[str, Any]) -> UpscaleFields:
+        """These fields from an API's arguments, which BentoML has already checked one by one."""
+        return cls.model_construct(**{name: values[name] for name in cls.model_fields if name in values})
+
+    def options(self) -> UpscaleOptions:
+        """The options these fields ask for; bands that do not parse are the client's 422."""
+        try:
+            return UpscaleOptions(self.scale_factor, self.ddim_steps, self.seed, parse_bands(self.bands), self.model,
+                                  self.return_uncertainty, self.uncertainty_samples)
+        except ValueError as exc:
+            raise ServiceError(422, "invalid_request", str(exc)) from None
+
+
+class JobParams(UpscaleFields):
+    """The form fields of ``POST /jobs`` besides ``image`` (those of ``/upscale``; jobs write GeoTIFFs only)."""
+
+    output_format: Annotated[Literal["tiff"], Field(description="Jobs write Cloud-Optimized GeoTIFFs")] = "tiff"
 
 
 def form_value(text: str) -> Any:

@@ -44,7 +44,7 @@ def main() -> None:
             threading.Thread(target=sample, daemon=True).start()
             with JobsClient(url, timeout_s=600) as client:
                 started = time.perf_counter()
-                job_id = client.submit(args.scene, scale_factor=args.scale)
+                job_id = client.submit(args.scene, scale=args.scale)
                 job = run(client, job_id, args.stop_at)
                 elapsed = time.perf_counter() - started
                 if job["status"] == "succeeded" and args.output:

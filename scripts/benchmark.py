@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hndsr_model.data import list_images, load_rgb, make_pair  # noqa: E402
+from hndsr_model.options import UpscaleOptions  # noqa: E402
 from hndsr_model.pipeline import HNDSRPipeline  # noqa: E402
 from hndsr_model.quality import y_psnr  # noqa: E402
 from hndsr_model.timing import median_seconds, round_robin_seconds  # noqa: E402
@@ -66,14 +67,16 @@ def speed(pipeline: HNDSRPipeline, repeats: int, compare: dict[str, HNDSRPipelin
     image = test_image(256)
     pil = Image.fromarray(image)
     rows = {"pillow_bicubic": median_seconds(lambda: pil.resize((1024, 1024), Image.BICUBIC), repeats)}
-    operators = {"hndsr_ddim0": lambda: pipeline.upscale(image, 4)}
-    operators.update({f"{name}_ddim0": (lambda p=p: p.upscale(image, 4)) for name, p in (compare or {}).items()})
+    x4 = UpscaleOptions(4)
+    operators = {"hndsr_ddim0": lambda: pipeline.upscale(image, x4)}
+    operators.update({f"{name}_ddim0": (lambda p=p: p.upscale(image, x4)) for name, p in (compare or {}).items()})
     rows.update(round_robin_seconds(operators, repeats))
     # CPU seconds of the same calls: on a shared machine, waiting for a core inflates the wall clock but
     # not the work done, so the CPU-time ratio is the steadier budget check.
     cpu = round_robin_seconds(operators, repeats, clock=time.process_time)
     rows.update({f"{name}_cpu": seconds for name, seconds in cpu.items()})
-    rows["hndsr_ddim10"] = median_seconds(lambda: pipeline.upscale(image, 4, ddim_steps=10, seed=0), repeats)
+    rows["hndsr_ddim10"] = median_seconds(lambda: pipeline.upscale(image,
+                                                                   UpscaleOptions(4, ddim_steps=10, seed=0)), repeats)
     peer = realesrgan_peer()
     if peer is not None:
         rows["realesrgan_animevideov3_x4"] = median_seconds(lambda: peer(image), repeats)
@@ -97,10 +100,11 @@ def peak_rss_child(size: int, scale: int, device: str, tile_batch: int | None = 
     tiles per network call; None: the device's default)."""
     code = (
         f"import resource, numpy as np, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "from hndsr_model.options import UpscaleOptions\n"
         "from hndsr_model.pipeline import HNDSRPipeline\n"
         f"p = HNDSRPipeline.from_pretrained(device={device!r}, tile_batch={tile_batch!r})\n"
         f"img = np.random.default_rng(0).integers(0, 255, ({size}, {size}, 3), dtype=np.uint8)\n"
-        f"out = p.upscale(img, {scale}).image\n"
+        f"out = p.upscale(img, UpscaleOptions({scale})).image\n"
         "print(out.shape, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -119,8 +123,9 @@ def mosaic(size: int) -> np.ndarray:
 
 def tiling_difference(pipeline: HNDSRPipeline) -> dict[str, float]:
     hr, lr = make_pair(mosaic(1024), 2)  # 512x512 LR
-    untiled = HNDSRPipeline(pipeline.model, pipeline.device, tile_size=1024, tile_overlap=16).upscale(lr, 2)
-    tiled = pipeline.upscale(lr, 2)
+    untiled = HNDSRPipeline(pipeline.model, pipeline.device, tile_size=1024, tile_overlap=16).upscale(lr,
+                                                                                                      UpscaleOptions(2))
+    tiled = pipeline.upscale(lr, UpscaleOptions(2))
     return {"tiles": tiled.tiles, "psnr_untiled_db": y_psnr(untiled.image, hr, 2),
             "psnr_tiled_db": y_psnr(tiled.image, hr, 2), "tiled_vs_untiled_db": y_psnr(tiled.image, untiled.image, 2)}
 

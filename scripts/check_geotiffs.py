@@ -20,8 +20,9 @@ from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
 from hndsr_model.data import ImageDecodeError
+from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline
-from hndsr_raster import SceneOptions, SceneUpscaler, open_raster
+from hndsr_raster import SceneUpscaler, open_raster
 
 
 def same_nodata(a: float | None, b: float | None) -> bool:
@@ -33,7 +34,7 @@ def check(pipeline: HNDSRPipeline, path: Path, scale: int, folder: Path) -> str:
     started = time.perf_counter()
     try:
         with open_raster(path) as src:
-            SceneUpscaler(pipeline, src, SceneOptions(scale)).write(out)
+            SceneUpscaler(pipeline, src, UpscaleOptions(scale)).write(out)
     except ImageDecodeError as exc:
         return f"| {path.name} | refused (422): {exc} |||||||"
     seconds = time.perf_counter() - started

@@ -27,6 +27,7 @@ import torch
 from benchmark import mosaic, test_image
 from PIL import Image
 
+from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.timing import median_seconds
 from hndsr_model.weights import DEFAULT_WEIGHTS
@@ -93,7 +94,7 @@ def upscale_load(pipeline: HNDSRPipeline, image: np.ndarray, threads: int, reque
 
     def one(_: int) -> float:
         started = time.perf_counter()
-        output = pipeline.upscale(image, SCALE).image
+        output = pipeline.upscale(image, UpscaleOptions(SCALE)).image
         if encode:
             encode(output)
         return time.perf_counter() - started
@@ -108,9 +109,9 @@ def upscale_load(pipeline: HNDSRPipeline, image: np.ndarray, threads: int, reque
 def big_scene(pipeline: HNDSRPipeline, size: int) -> dict[str, float]:
     tiles = math.ceil(size / 1024)
     image = np.ascontiguousarray(np.tile(mosaic(1024), (tiles, tiles, 1))[:size, :size])
-    pipeline.upscale(image[:512, :512], 2)  # warm-up
+    pipeline.upscale(image[:512, :512], UpscaleOptions(2))  # warm-up
     started = time.perf_counter()
-    pipeline.upscale(image, 2)
+    pipeline.upscale(image, UpscaleOptions(2))
     seconds = time.perf_counter() - started
     return {"size": size, "seconds": seconds, "output_mpx_per_s": (2 * size) ** 2 / 1e6 / seconds}
 

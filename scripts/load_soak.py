@@ -26,7 +26,9 @@ import asyncio
 import base64
 import io
 import json
+import os
 import random
+import signal
 import statistics
 import struct
 import sys
@@ -55,6 +57,7 @@ HAMMER_ADDRESS = "127.0.0.254"
 # close it under a request the client has just started sending on it (a transport error that is nobody's bug).
 CLIENT_LIMITS = httpx.Limits(keepalive_expiry=2.0)
 MB = 2**20
+CENSUS_HOOK = Path(__file__).parent / "census"
 SETTLED_AFTER_S = 3.5  # the worker settles 2-3 s after its last work (2 s quiet, polled each second)
 
 
@@ -398,9 +401,18 @@ def latency_ms(outcomes: list[Outcome]) -> dict[str, float | int | None]:
                                       else None for q in (50, 95, 99)}}
 
 
-async def drive(url: str, args: argparse.Namespace, payloads: Payloads, worker: int
-                ) -> tuple[list[Outcome], list[float]]:
-    """The outcomes, and the worker's RSS (MB) at rest once warm and at the end."""
+@dataclass
+class Rest:
+    """The worker at rest: its RSS, and with ``--census`` its objects and heap (``scripts/census``)."""
+
+    at_s: float
+    rss_mb: float
+    census: dict | None = None
+
+
+async def drive(url: str, args: argparse.Namespace, payloads: Payloads, worker: int, census: Path | None
+                ) -> tuple[list[Outcome], list[Rest]]:
+    """The outcomes, and the worker at rest once warm, every ``--rest-every`` seconds after, and at the end."""
     outcomes: list[Outcome] = []
     gate = asyncio.Event()
     gate.set()
@@ -410,17 +422,40 @@ async def drive(url: str, args: argparse.Namespace, payloads: Payloads, worker: 
                for i in range(args.clients)]
     pause = args.duration / 2 / args.rate_limit  # the hammer passes the limit half-way through the run
     hammers = [hammer(url, deadline, pause, outcomes, gate)] if not only or "rate_limited" in only else []
-    at_rest: list[float] = []
+    at_rest: list[Rest] = []
+    started = time.monotonic()
 
-    async def measure_once_warm() -> None:
+    async def measure() -> None:
+        rss = await rest_rss_mb(url, worker, payloads, outcomes)
+        at_rest.append(Rest(round(time.monotonic() - started, 1), round(rss, 1),
+                            await take_census(worker, census) if census else None))
+
+    async def measure_while_running() -> None:
         await asyncio.sleep(args.warmup)
-        gate.clear()
-        at_rest.append(await rest_rss_mb(url, worker, payloads, outcomes))
-        gate.set()
+        while time.monotonic() < deadline:
+            gate.clear()
+            await measure()
+            gate.set()
+            if not args.rest_every:
+                return
+            await asyncio.sleep(args.rest_every)
 
-    await asyncio.gather(*(c.run(deadline) for c in clients), *hammers, measure_once_warm())
-    at_rest.append(await rest_rss_mb(url, worker, payloads, outcomes))
+    await asyncio.gather(*(c.run(deadline) for c in clients), *hammers, measure_while_running())
+    await measure()
     return outcomes, at_rest
+
+
+async def take_census(worker: int, folder: Path, timeout_s: float = 60) -> dict:
+    """SIGUSR2 to the worker, whose ``scripts/census/sitecustomize.py`` writes one more census file."""
+    before = set(folder.glob(f"census-{worker}-*.json"))
+    os.kill(worker, signal.SIGUSR2)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        new = set(folder.glob(f"census-{worker}-*.json")) - before
+        if new:
+            return json.loads(new.pop().read_text())
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the worker wrote no census in {timeout_s:g} s (is scripts/census on its PYTHONPATH?)")
 
 
 async def rest_rss_mb(url: str, worker: int, payloads: Payloads, outcomes: list[Outcome], readings: int = 3) -> float:
@@ -448,6 +483,11 @@ def soak(args: argparse.Namespace) -> dict:
            "MAX_PAYLOAD_MB": str(args.max_payload_mb)}
     with tempfile.TemporaryDirectory(prefix="hndsr-soak-") as work:
         env["JOBS_DIR"] = str(Path(work) / "jobs")
+        census = Path(work) / "census" if args.census else None
+        if census:
+            census.mkdir()
+            env["HNDSR_CENSUS_DIR"] = str(census)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CENSUS_HOOK), os.environ.get("PYTHONPATH")]))
         with local_server(env, Path(args.log) if args.log else None) as (url, server):
             worker = worker_pid(server)
             if worker is None:
@@ -455,7 +495,7 @@ def soak(args: argparse.Namespace) -> dict:
             before = requests_by_status(url)
             with MemoryProbe(worker) as memory:
                 started = time.monotonic()
-                outcomes, at_rest = asyncio.run(drive(url, args, payloads, worker))
+                outcomes, at_rest = asyncio.run(drive(url, args, payloads, worker, census))
                 elapsed = time.monotonic() - started
             served = requests_by_status(url) - before
             same_worker = worker_pid(server) == worker and not memory.lost
@@ -463,7 +503,7 @@ def soak(args: argparse.Namespace) -> dict:
 
 
 def report(args: argparse.Namespace, outcomes: list[Outcome], served: Counter, memory: MemoryProbe,
-           at_rest: list[float], elapsed: float, same_worker: bool) -> dict:
+           at_rest: list[Rest], elapsed: float, same_worker: bool) -> dict:
     by_kind: dict[str, Counter] = defaultdict(Counter)
     for o in outcomes:
         by_kind[o.kind][str(o.status) if o.status is not None else ("abandoned" if o.abandoned else "no answer")] += 1
@@ -483,7 +523,7 @@ def report(args: argparse.Namespace, outcomes: list[Outcome], served: Counter, m
     window = max(10.0, 0.2 * args.duration)
     after_warmup = memory.window_mb(args.warmup, args.warmup + window)
     at_end = memory.window_mb(elapsed - window, elapsed)
-    growth = at_rest[1] - at_rest[0]
+    growth = at_rest[-1].rss_mb - at_rest[0].rss_mb
     if not growth < args.max_growth_mb:
         problems.append(f"worker memory at rest grew {growth:.1f} MB after warm-up (limit {args.max_growth_mb:g} MB)")
     if not same_worker:
@@ -499,10 +539,11 @@ def report(args: argparse.Namespace, outcomes: list[Outcome], served: Counter, m
         "latency_ms_accepted_by_kind": {k: latency_ms([o for o in accepted if o.kind == k])
                                         for k in sorted({o.kind for o in accepted})},
         "worker_rss_mb": {"start": round(memory.samples[0][1] / MB, 1) if memory.samples else None,
-                          "at_rest_after_warmup": round(at_rest[0], 1), "at_rest_end": round(at_rest[1], 1),
+                          "at_rest_after_warmup": at_rest[0].rss_mb, "at_rest_end": at_rest[-1].rss_mb,
                           "growth_at_rest": round(growth, 1),
                           "under_load_after_warmup": round(after_warmup, 1), "under_load_end": round(at_end, 1),
                           "max": round(max(r for _, r in memory.samples) / MB, 1) if memory.samples else None},
+        "at_rest": [asdict(rest) for rest in at_rest],
         "rss_samples": [(round(t, 1), round(r / MB, 1)) for t, r in memory.samples],
         "problems": problems[:50], "problem_count": len(problems),
     }
@@ -522,6 +563,13 @@ def print_report(result: dict) -> None:
     print(f"worker RSS MB: start {rss['start']}; at rest after warm-up {rss['at_rest_after_warmup']}, at the end "
           f"{rss['at_rest_end']}: growth {rss['growth_at_rest']} MB; under load (medians) after warm-up "
           f"{rss['under_load_after_warmup']}, at the end {rss['under_load_end']}; max {rss['max']}")
+    for rest in result["at_rest"]:
+        line = f"  at rest at {rest['at_s']:g} s: {rest['rss_mb']} MB"
+        if rest["census"]:
+            census, heap = rest["census"], rest["census"]["mallinfo2"]
+            line += (f"; {census['gc_objects']:,} Python objects; glibc heap {heap['arena'] / MB:.1f} MB "
+                     f"({heap['fordblks'] / MB:.1f} MB of it free) + {heap['hblkhd'] / MB:.1f} MB mmapped")
+        print(line)
     print(f"server hndsr_requests_total ({', '.join(ENDPOINTS)}): {result['server_requests_total']}")
     print(f"client answers: {result['client_answers']} + {result['abandoned']} abandoned")
     print(f"{result['problem_count']} problems" + "".join(f"\n  {p}" for p in result["problems"]))
@@ -537,6 +585,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=None, help="seconds of warm-up, after which the "
                         "worker's memory is first measured at rest (default: a quarter of the run)")
     parser.add_argument("--max-growth-mb", type=float, default=50, help="worker memory growth allowed after warm-up")
+    parser.add_argument("--rest-every", type=float, default=0, help="after warm-up, pause the clients and "
+                        "measure the worker at rest every this many seconds too (0: once warm and at the end only)")
+    parser.add_argument("--census", action="store_true", help="at rest, also count the worker's Python objects "
+                        "by type and read glibc's heap statistics (scripts/census/sitecustomize.py)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kinds", default=None, help="only these kinds of request, comma-separated "
                         "(e.g. infer,upscale: to narrow down a leak)")

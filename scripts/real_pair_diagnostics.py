@@ -31,6 +31,7 @@ import numpy as np
 
 from hndsr_model.data import bicubic_upscale, load_rgb
 from hndsr_model.evaluate import radiometric_match
+from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.quality import y_psnr
 
@@ -112,7 +113,7 @@ def main() -> None:
         scene = low_path.name.removesuffix("_Landsat-8.tif")
         lr, hr = load_rgb(low_path), load_rgb(low_path.with_name(f"{scene}_Sentinel-2.tif"))
         outputs = {"bicubic": bicubic_upscale(lr, SCALE)}
-        outputs.update({names[w]: p.upscale(lr, SCALE).image for w, p in pipelines.items()})
+        outputs.update({names[w]: p.upscale(lr, UpscaleOptions(SCALE)).image for w, p in pipelines.items()})
         results[scene] = diagnose(outputs, hr, args.sigma)
         print(json.dumps({scene: results[scene]}, indent=1), flush=True)
     if args.json:

@@ -43,6 +43,7 @@ from benchmark import test_image
 from inprocess_benchmark import Load, big_scene, load_average, model_only, pillow_encode, upscale_load
 from PIL import Image
 
+from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.timing import median_seconds, round_robin_times
 from hndsr_service import imaging
@@ -153,8 +154,8 @@ def http_ratios(pipeline: HNDSRPipeline, image: np.ndarray, upload: bytes, url: 
     overheads: dict[str, list[float]] = {"png": [], "jpeg": []}
     with httpx.Client(base_url=url, timeout=600) as client, ThreadPoolExecutor(1) as worker:
         times = round_robin_times({
-            "in_process_upscale": lambda: pipeline.upscale(image, SCALE),
-            "in_process_upscale_worker": lambda: worker.submit(pipeline.upscale, image, SCALE).result(),
+            "in_process_upscale": lambda: pipeline.upscale(image, UpscaleOptions(SCALE)),
+            "in_process_upscale_worker": lambda: worker.submit(pipeline.upscale, image, UpscaleOptions(SCALE)).result(),
             "http_upscale_png": lambda: post_upscale(client, upload, "png", overheads["png"]),
             "http_upscale_jpeg": lambda: post_upscale(client, upload, "jpeg", overheads["jpeg"]),
         }, repeats)
@@ -303,7 +304,8 @@ def gil_stall_ms(encode: Callable[[], bytes], calls: int = 10) -> float:
 
 
 def encoders(args: argparse.Namespace) -> None:
-    image = HNDSRPipeline.from_pretrained(args.weights, device=args.device).upscale(test_image(256), SCALE).image
+    image = HNDSRPipeline.from_pretrained(args.weights, device=args.device).upscale(test_image(256),
+                                                                                    UpscaleOptions(SCALE)).image
     candidates = {
         "hndsr png (Up filter + ISA-L 1)": lambda: imaging.encode(image, "png"),
         "pillow png compress_level=1": pillow(image, format="PNG", compress_level=1),
@@ -381,9 +383,9 @@ def omp_child(device: str) -> None:
     image = test_image(256)
     workers = ThreadPoolExecutor(4)
     calls = {
-        "main thread": lambda: pipeline.upscale(image, SCALE),
-        "worker thread": lambda: workers.submit(pipeline.upscale, image, SCALE).result(),
-        "4 worker threads": lambda: [f.result() for f in [workers.submit(pipeline.upscale, image, SCALE)
+        "main thread": lambda: pipeline.upscale(image, UpscaleOptions(SCALE)),
+        "worker thread": lambda: workers.submit(pipeline.upscale, image, UpscaleOptions(SCALE)).result(),
+        "4 worker threads": lambda: [f.result() for f in [workers.submit(pipeline.upscale, image, UpscaleOptions(SCALE))
                                                           for _ in range(4)]],
     }
     per_call = {"main thread": 1, "worker thread": 1, "4 worker threads": 4}

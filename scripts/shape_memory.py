@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from _local_server import rss_bytes
 
+from hndsr_model.options import UpscaleOptions
 from hndsr_model.timing import median_seconds
 from hndsr_service.inference import HeapTrimmer
 
@@ -42,15 +43,16 @@ def child(rounds: int, per_round: int) -> None:
     rng = np.random.default_rng(0)
     repeated = rng.integers(0, 256, (64, 64, 3), np.uint8)
     for _ in range(3):
-        pipeline.upscale(repeated, 2)
+        pipeline.upscale(repeated, UpscaleOptions(2))
     base = settled_rss_mb()
     growth = []
     for _ in range(rounds):
         for _ in range(per_round):
             height, width = rng.integers(16, 201, 2)
-            pipeline.upscale(rng.integers(0, 256, (height, width, 3), np.uint8), int(rng.integers(2, 5)))
+            pipeline.upscale(rng.integers(0, 256, (height, width, 3), np.uint8),
+                             UpscaleOptions(int(rng.integers(2, 5))))
         growth.append(f"{settled_rss_mb() - base:+.1f}")
-    repeated_s = median_seconds(lambda: pipeline.upscale(repeated, 2), 15)
+    repeated_s = median_seconds(lambda: pipeline.upscale(repeated, UpscaleOptions(2)), 15)
     capacity = os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "default")
     print(f"  capacity {capacity:>7s}: growth after each round of {per_round} new shapes (MB) {' '.join(growth)};"
           f" 64x64 x2 repeated: median {repeated_s * 1000:.1f} ms", flush=True)

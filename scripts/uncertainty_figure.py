@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from hndsr_model.data import load_rgb, make_pair  # noqa: E402
 from hndsr_model.evaluate import luma01  # noqa: E402
+from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline  # noqa: E402
 
 # A perceptual dark-to-bright ramp (black, purple, orange, pale yellow), interpolated per channel.
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "uncertainty_x4.jpg")
     args = parser.parse_args()
     hr, lr = make_pair(load_rgb(args.image), args.scale)
-    result = HNDSRPipeline.from_pretrained(device="cpu").upscale(lr, args.scale, uncertainty=True)
+    result = HNDSRPipeline.from_pretrained(device="cpu").upscale(lr, UpscaleOptions(args.scale, uncertainty=True))
     assert result.uncertainty is not None
     error = np.abs(luma01(result.image) - luma01(hr))
     top = float(np.percentile(error, 99))

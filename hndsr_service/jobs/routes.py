@@ -22,8 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from hndsr_model.pipeline import random_seed
-from hndsr_raster import open_raster, parse_bands
+from hndsr_raster import open_raster
 
 from ..errors import ServiceError, error_response
 from ..imaging import image_errors
@@ -33,7 +32,7 @@ from ..uploads import repeated_fields, repeated_message
 from .files import StorageUnavailable, StoredResult
 from .model import Job, JobStatus, is_job_id, new_job_id
 from .store import StoreUnavailable
-from .worker import JobWorker
+from .worker import JobWorker, record_params
 
 JOB_FIELDS = ("image", *JobParams.model_fields)
 QUEUE_RETRY_AFTER_S = 30
@@ -123,10 +122,11 @@ def job_routes(worker: JobWorker) -> list[Route]:
         running = job.status is JobStatus.RUNNING
         if not running:  # files first: if the storage fails (503), the job is still there to delete again
             await run_in_thread(files.delete, job.id)
-        await run_in_thread(store.mark_expired, job.id)
+        await run_in_thread(store.mark_expired, job.id, not running)
         job = await run_in_thread(store.get, job.id) or job
         if running and job.status.finished:  # it ended meanwhile, before its runner saw the job expired
             await run_in_thread(files.delete, job.id)
+            await run_in_thread(store.mark_purged, job.id)
         return JSONResponse(job.to_json(), status_code=202 if running else 200)
 
     async def job(request: Request) -> Response:
@@ -207,16 +207,11 @@ def _params(fields: dict[str, Any]) -> dict[str, Any]:
         raise ServiceError(422, "invalid_request", "jobs produce a Cloud-Optimized GeoTIFF (output_format tiff); "
                            "use /upscale for png, jpeg or webp")
     try:
-        params = JobParams.model_validate(values).model_dump()
-        params["bands"] = parse_bands(params["bands"])
+        fields = JobParams.model_validate(values)
     except ValidationError as exc:
         raise ServiceError(422, "invalid_request", "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-    except ValueError as exc:
-        raise ServiceError(422, "invalid_request", str(exc)) from None
-    if params["ddim_steps"] and params["seed"] is None:
-        params["seed"] = random_seed()  # fixed now, so a job run again after a restart makes the same bytes
-    return params
+    return record_params(fields, fields.options().seeded())
 
 
 def _create(worker: JobWorker, upload: UploadFile, params: dict[str, Any]) -> Job:

@@ -41,9 +41,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
      "ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
      "ALTER TABLE jobs ADD COLUMN rows_done INTEGER NOT NULL DEFAULT 0",
      "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at)"),
+    # Expired jobs whose files are still to be deleted (a sweep that met unreachable storage tries again).
+    ("ALTER TABLE jobs ADD COLUMN purged INTEGER NOT NULL DEFAULT 0",
+     "ALTER TABLE jobs ADD COLUMN purge_claimed_at DOUBLE PRECISION",
+     "UPDATE jobs SET purged = expired"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 RUNNING = JobStatus.RUNNING.value
+FINISHED = "('succeeded', 'failed', 'cancelled')"
 CLAIMABLE = "(status = 'queued' OR (status = 'running' AND heartbeat_at < {now} - %s))"
 
 
@@ -131,14 +136,26 @@ class JobStore(ABC):
                          "status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END "
                          "WHERE id = %s AND status IN ('queued', 'running') RETURNING *", (job_id,)) or self.get(job_id)
 
-    def mark_expired(self, job_id: str) -> None:
-        self._rows("UPDATE jobs SET expired = 1 WHERE id = %s", (job_id,))
+    def mark_expired(self, job_id: str, purged: bool) -> None:
+        """Forget the job (410 from now on). ``purged``: its files are deleted already; else whoever finishes
+        it, or a sweep (:meth:`claim_purges`), deletes them."""
+        self._rows("UPDATE jobs SET expired = 1, purged = %s WHERE id = %s", (int(purged), job_id))
 
-    def expire(self, older_than_s: float) -> list[str]:
-        """Finished jobs past retention, marked expired: each id is returned to one caller only, which deletes
-        its files."""
-        rows = self._rows("UPDATE jobs SET expired = 1 WHERE expired = 0 AND finished_at < {now} - %s "
-                          "AND status IN ('succeeded', 'failed', 'cancelled') RETURNING id", (older_than_s,))
+    def mark_purged(self, job_id: str) -> None:
+        self._rows("UPDATE jobs SET purged = 1 WHERE id = %s", (job_id,))
+
+    def expire(self, older_than_s: float) -> None:
+        """Mark the finished jobs past retention expired; their files are then :meth:`claim_purges`'."""
+        self._rows("UPDATE jobs SET expired = 1, purged = 0 WHERE expired = 0 AND finished_at < {now} - %s "
+                   f"AND status IN {FINISHED}", (older_than_s,))
+
+    def claim_purges(self, retry_after_s: float) -> list[str]:
+        """Finished, expired jobs whose files are still to be deleted, each returned to one caller only; one
+        that has not said :meth:`mark_purged` within ``retry_after_s`` (its storage failed, its replica died)
+        is returned again."""
+        rows = self._rows("UPDATE jobs SET purge_claimed_at = {now} WHERE expired = 1 AND purged = 0 "
+                          f"AND status IN {FINISHED} AND (purge_claimed_at IS NULL OR purge_claimed_at < "
+                          "{now} - %s) RETURNING id", (retry_after_s,))
         return [row["id"] for row in rows]
 
     @staticmethod

@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 
 from rasterio.io import DatasetReader
 
+from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import InferenceCancelled
-from hndsr_model.weights import DEFAULT_VARIANT
-from hndsr_raster import SceneOptions, SceneUpscaler, open_raster
+from hndsr_raster import SceneUpscaler, open_raster
 from hndsr_raster.radiometry import BandStats
 from hndsr_raster.scene import working_path
 
@@ -34,7 +34,7 @@ from ..errors import ServiceError
 from ..imaging import image_errors
 from ..inference import InferenceRunner
 from ..products import check_uncertainty, variant_pipeline
-from ..schemas import map_samples
+from ..schemas import JobParams
 from ..state import ServiceState
 from ..threads import run_in_thread
 from .files import RESULT_NAME, JobFiles, StorageUnavailable
@@ -45,6 +45,7 @@ logger = logging.getLogger("bentoml.hndsr.jobs")
 HOUSEKEEPING_S = 10.0
 GAUGES_S = 2.0
 STORE_PATIENCE_S = 60.0  # how long a running job waits for the database to come back before leaving the job
+PURGE_RETRY_S = 60.0  # an expired job's files not deleted by then (storage down, replica gone) are tried again
 MAX_ATTEMPTS = 5  # a job whose runs keep dying (it kills its replica, say) fails instead of going round forever
 T = TypeVar("T")
 
@@ -84,15 +85,13 @@ class JobWorker:
     def upscaler(self, src: DatasetReader, params: dict[str, Any]) -> SceneUpscaler:
         """The same product a job's parameters describe, at submit time and when it runs."""
         settings = self.state.settings
-        # .get: records queued before these parameters existed (model, the map, fixed statistics)
-        pipeline = variant_pipeline(self.state.pipelines, params.get("model", DEFAULT_VARIANT))
-        bands = tuple(params["bands"]) if params["bands"] else None
-        samples = map_samples(params.get("return_uncertainty", False), params.get("uncertainty_samples", 0))
-        check_uncertainty(pipeline, samples)
-        stats = params.get("band_stats")
-        options = SceneOptions(params["scale_factor"], params["ddim_steps"], params["seed"], bands, samples,
-                               band_stats={int(b): BandStats(*v) for b, v in stats.items()} if stats else None)
-        return SceneUpscaler(pipeline, src, options, settings.max_job_pixels, settings.max_bands)
+        options = record_options(params)
+        pipeline = variant_pipeline(self.state.pipelines, options.model)
+        check_uncertainty(pipeline, options)
+        stats = params.get("band_stats")  # fixed at the first run
+        return SceneUpscaler(pipeline, src, options,
+                             band_stats={int(b): BandStats(*v) for b, v in stats.items()} if stats else None,
+                             max_pixels=settings.max_job_pixels, max_bands=settings.max_bands)
 
     def cancel(self, job_id: str) -> Job | None:
         """Cancel the job wherever it runs: at once if it is queued, at its runner's next tile row otherwise."""
@@ -138,10 +137,13 @@ class JobWorker:
                 await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
 
     def housekeeping(self) -> None:
-        """Delete the files of jobs past retention (each expired job is returned to one replica only), and the
-        scratch folders on this machine that no run uses any more (those of a replica that was killed)."""
-        for job_id in self.store.expire(self.state.settings.job_retention_h * 3600):
+        """Expire the jobs past retention and delete the files of expired jobs (each to one replica at a time,
+        again after PURGE_RETRY_S if that failed), and the scratch folders on this machine that no run uses any
+        more (those of a replica that was killed)."""
+        self.store.expire(self.state.settings.job_retention_h * 3600)
+        for job_id in self.store.claim_purges(PURGE_RETRY_S):
             self.files.delete(job_id)
+            self.store.mark_purged(job_id)
         for job_id, attempt in list(self.files.scratch_folders()):
             job = self.store.get(job_id)
             if attempt and (job is None or job.status is not JobStatus.RUNNING or job.attempts != attempt):
@@ -174,8 +176,11 @@ class JobWorker:
             return
         if status is JobStatus.SUCCEEDED:
             await run_in_thread(self.files.drop_checkpoints, job.id)
-        if status is not JobStatus.SUCCEEDED or (await self._patiently(lambda: self.store.get(job.id))).expired:  # type: ignore[union-attr]
-            await run_in_thread(self.files.delete, job.id)  # no result; or deleted by its client while it ran
+        expired = (await self._patiently(lambda: self.store.get(job.id))).expired  # type: ignore[union-attr]
+        if status is not JobStatus.SUCCEEDED or expired:  # no result; or deleted by its client while it ran
+            await run_in_thread(self.files.delete, job.id)
+            if expired:
+                await run_in_thread(self.store.mark_purged, job.id)
         metrics.JOB_SECONDS.labels(status=status.value).observe(time.perf_counter() - started)
         if error:
             metrics.JOB_FAILURES.labels(reason=metrics.job_failure_reason(error["error"])).inc()
@@ -308,3 +313,18 @@ def _causes(exc: BaseException) -> str:
     while (exc := exc.__cause__ or exc.__context__) is not None:  # type: ignore[assignment]
         causes.append(f"{type(exc).__name__}: {exc}")
     return "; ".join(causes) or "no underlying error"
+
+
+def record_params(fields: JobParams, options: UpscaleOptions) -> dict[str, Any]:
+    """What a job's record keeps of its request: the form's fields, with the seed every run of it uses (fixed at
+    submit, so that a run taken over makes the same bytes) and the bands as a list."""
+    return {**fields.model_dump(), "seed": options.seed, "bands": list(options.bands) if options.bands else None}
+
+
+def record_options(params: dict[str, Any]) -> UpscaleOptions:
+    """The options of a job's record; one queued before an option existed gets the option's default."""
+    fields = {name: value for name, value in params.items() if name in JobParams.model_fields}
+    if fields.get("bands"):
+        fields["bands"] = ",".join(map(str, fields["bands"]))
+    return JobParams.model_validate(fields).options()
+

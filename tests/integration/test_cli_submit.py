@@ -43,7 +43,7 @@ def test_submit_with_the_real_model(server: Server, tmp_path: Path) -> None:
     with rasterio.open(out) as after:
         assert after.tags()["HNDSR_MODEL_VERSION"] == load_weights(WEIGHTS_DIR / VARIANT_FILES["real"]).version
     with JobsClient(server.url, api_key=KEY) as client:
-        job_id = client.submit(src, scale_factor=2, model="real")
+        job_id = client.submit(src, scale=2, model="real")
         assert client.status(job_id)["output"]["model_variant"] == "real"
         client.cancel(job_id)
 
@@ -56,7 +56,7 @@ def test_client_reports_the_services_errors(server: Server, tmp_path: Path, caps
     assert "401 unauthorized" in capsys.readouterr().err
     with JobsClient(server.url, api_key=KEY) as client:
         with pytest.raises(HNDSRError) as refused:
-            client.submit(src, bands="3")
+            client.submit(src, bands=(3,))
         assert refused.value.status == 422 and "asks for band 3" in refused.value.detail
         with pytest.raises(HNDSRError) as missing:
             client.status("0" * 32)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline, InferenceCancelled, ramp, tile_starts
 from hndsr_model.quality import y_psnr
 from tests.helpers import rgb_image
@@ -52,7 +53,7 @@ def test_batched_tiles_on_the_device_give_todays_pixels(pipeline: HNDSRPipeline)
     image, scale = rgb_image(150, 170, seed=5), 3
     tiled = variant(pipeline, tile_size=48, tile_overlap=8, tile_batch=3)  # 4 x 5 tiles: full and partial batches
     reference = one_tile_at_a_time(tiled, image, scale)
-    result = tiled.upscale(image, scale)
+    result = tiled.upscale(image, UpscaleOptions(scale))
     assert result.tiles == 20
     assert np.abs(result.image.astype(int) - reference).max() <= 1
     hr = np.asarray(rgb_image(450, 510, seed=5))  # any fixed target: the two PSNRs must agree to 0.01 dB
@@ -62,7 +63,8 @@ def test_batched_tiles_on_the_device_give_todays_pixels(pipeline: HNDSRPipeline)
 @pytest.mark.parametrize("steps", [0, 3])
 def test_batch_size_does_not_change_the_output(pipeline: HNDSRPipeline, steps: int) -> None:
     image = rgb_image(100, 100, seed=2)
-    outputs = [variant(pipeline, tile_size=40, tile_overlap=6, tile_batch=batch).upscale(image, 2, steps, seed=11)
+    options = UpscaleOptions(2, ddim_steps=steps, seed=11)
+    outputs = [variant(pipeline, tile_size=40, tile_overlap=6, tile_batch=batch).upscale(image, options)
                for batch in (1, 2, 8)]
     for other in outputs[1:]:
         assert np.abs(other.image.astype(int) - outputs[0].image).max() <= 1
@@ -78,7 +80,7 @@ def test_streamed_rows_hold_one_tile_row(pipeline: HNDSRPipeline) -> None:
         events.append("read")
         return lr[:, y0:y1]
 
-    for _, band in tiled.upscale_rows(read_rows, 90, 40, 2):
+    for _, band in tiled.upscale_rows(read_rows, 90, 40, UpscaleOptions(2)):
         events.append("band")
         assert band.device.type == "cpu" and band.dtype == torch.float32
     assert events == ["read", "band"] * len(tile_starts(90, 32, 4))
@@ -107,10 +109,11 @@ def concurrently(*calls) -> list:
 @pytest.mark.parametrize("steps", [0, 4])
 def test_micro_batched_output_does_not_depend_on_batch_mates(pipeline: HNDSRPipeline, steps: int) -> None:
     images = [rgb_image(64, 64, seed=s) for s in range(3)]
-    alone = [pipeline.upscale(image, 4, steps, seed=7).image for image in images]
+    alone = [pipeline.upscale(image, UpscaleOptions(4, ddim_steps=steps, seed=7)).image for image in images]
     # Three one-tile requests, a batch of three tiles: it runs as soon as it is full.
     batched = variant(pipeline, tile_batch=3, batch_wait_ms=2000)
-    results = concurrently(*(lambda image=image: batched.upscale(image, 4, steps, seed=7) for image in images))
+    options = UpscaleOptions(4, ddim_steps=steps, seed=7)
+    results = concurrently(*(lambda image=image: batched.upscale(image, options) for image in images))
     assert batched.batcher is not None and (batched.batcher.batches, batched.batcher.tiles) == (1, 3)
     for result, expected in zip(results, alone, strict=True):
         assert np.abs(result.image.astype(int) - expected).max() <= 1
@@ -118,8 +121,9 @@ def test_micro_batched_output_does_not_depend_on_batch_mates(pipeline: HNDSRPipe
 
 def test_requests_of_other_shapes_or_scales_do_not_share_a_batch(pipeline: HNDSRPipeline) -> None:
     batched = variant(pipeline, tile_batch=4, batch_wait_ms=50)
-    concurrently(lambda: batched.upscale(rgb_image(32, 32), 2), lambda: batched.upscale(rgb_image(32, 32), 3),
-                 lambda: batched.upscale(rgb_image(40, 32), 2))
+    concurrently(lambda: batched.upscale(rgb_image(32, 32), UpscaleOptions(2)),
+                 lambda: batched.upscale(rgb_image(32, 32), UpscaleOptions(3)),
+                 lambda: batched.upscale(rgb_image(40, 32), UpscaleOptions(2)))
     assert batched.batcher is not None and batched.batcher.batches == 3
 
 
@@ -127,20 +131,21 @@ def test_a_request_cancelled_while_queued_leaves_without_running(pipeline: HNDSR
     batched = variant(pipeline, tile_batch=8, batch_wait_ms=60_000)  # the lone request would wait a minute
     asked = time.monotonic()
     with pytest.raises(InferenceCancelled, match="before tile 1/1"):
-        batched.upscale(rgb_image(32, 32), 2, should_cancel=lambda: time.monotonic() - asked > 0.2)
+        batched.upscale(rgb_image(32, 32), UpscaleOptions(2), should_cancel=lambda: time.monotonic() - asked > 0.2)
     assert batched.batcher is not None and batched.batcher.batches == 0
 
 
 def test_a_request_cancelled_mid_batch_leaves_at_the_next_step(pipeline: HNDSRPipeline) -> None:
     image, other = rgb_image(48, 48, seed=1), rgb_image(48, 48, seed=2)
-    expected = pipeline.upscale(other, 2, 12, seed=3).image
+    expected = pipeline.upscale(other, UpscaleOptions(2, ddim_steps=12, seed=3)).image
     batch_sizes: list[int] = []  # of every denoiser call
     hook = pipeline.model.denoiser.register_forward_hook(lambda _m, args, _out: batch_sizes.append(args[0].shape[0]))
     try:
         batched = variant(pipeline, tile_batch=2, batch_wait_ms=2000)
         cancelled, kept = concurrently(
-            lambda: batched.upscale(image, 2, 12, seed=3, should_cancel=lambda: len(batch_sizes) >= 2),
-            lambda: batched.upscale(other, 2, 12, seed=3))
+            lambda: batched.upscale(image, UpscaleOptions(2, ddim_steps=12, seed=3),
+                                    should_cancel=lambda: len(batch_sizes) >= 2),
+            lambda: batched.upscale(other, UpscaleOptions(2, ddim_steps=12, seed=3)))
     finally:
         hook.remove()
     assert isinstance(cancelled, InferenceCancelled) and "diffusion step 3/12" in str(cancelled)

@@ -120,15 +120,29 @@ def test_parameters_are_fixed_by_the_lease_holder_only(store: JobStore) -> None:
     assert not store.fix_params(old, {"scale_factor": 9}) and store.get(old.id).params == new.params
 
 
-def test_retention_expires_each_finished_job_for_one_caller(store: JobStore) -> None:
+def test_retention_gives_each_expired_jobs_files_to_one_caller_until_they_are_deleted(store: JobStore) -> None:
     queue(store, "1" * 32)
     queue(store, "2" * 32)
     job = store.claim("r1", 30)
     store.finish(job, JobStatus.FAILED, {"error": "io_error", "detail": "x"})
     time.sleep(0.05)
-    results = [store.expire(0.01), store.expire(0.01)]
-    assert results == [[job.id], []]
+    store.expire(0.01)
     assert store.get(job.id).expired and not store.get("2" * 32).expired
+    assert [store.claim_purges(60), store.claim_purges(60)] == [[job.id], []]
+    time.sleep(0.05)  # the first caller's storage failed: past the retry time, the files are given out again
+    assert store.claim_purges(0.01) == [job.id]
+    store.mark_purged(job.id)
+    time.sleep(0.05)
+    assert store.claim_purges(0.01) == []
+
+
+def test_a_job_deleted_while_running_is_purged_only_once_it_has_finished(store: JobStore) -> None:
+    queue(store, "3" * 32)
+    job = store.claim("r1", 30)
+    store.mark_expired(job.id, purged=False)
+    assert store.claim_purges(0) == []  # its runner deletes the files when it stops
+    store.finish(job, JobStatus.CANCELLED, None)
+    assert store.claim_purges(0) == [job.id]  # if it could not, a sweep does
 
 
 def test_a_sqlite_store_from_before_versioning_is_migrated(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from hndsr_model.diffusion import (
     encode_residual,
 )
 from hndsr_model.operator import NeuralOperatorSR
+from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline, InferenceCancelled, ramp, tile_starts
 from hndsr_model.quality import y_psnr
 from hndsr_model.sampler import DDIMSampler, add_noise, alpha_sigma
@@ -63,7 +64,7 @@ def test_residual_encoding_round_trips_on_any_tile(height: int, width: int) -> N
 
 @pytest.mark.parametrize("scale", range(2, 9))
 def test_pipeline_shapes_every_scale(pipeline: HNDSRPipeline, scale: int) -> None:
-    result = pipeline.upscale(rgb_image(11, 14), scale)
+    result = pipeline.upscale(rgb_image(11, 14), UpscaleOptions(scale))
     assert result.image.shape == (11 * scale, 14 * scale, 3)
     assert result.image.dtype == np.uint8
 
@@ -85,9 +86,9 @@ def test_sampler_timesteps() -> None:
 
 def test_same_seed_same_bytes(pipeline: HNDSRPipeline) -> None:
     image = rgb_image(20, 24)
-    a = pipeline.upscale(image, 4, ddim_steps=3, seed=7)
-    b = pipeline.upscale(image, 4, ddim_steps=3, seed=7)
-    c = pipeline.upscale(image, 4, ddim_steps=3, seed=8)
+    a = pipeline.upscale(image, UpscaleOptions(4, ddim_steps=3, seed=7))
+    b = pipeline.upscale(image, UpscaleOptions(4, ddim_steps=3, seed=7))
+    c = pipeline.upscale(image, UpscaleOptions(4, ddim_steps=3, seed=8))
     assert a.image.tobytes() == b.image.tobytes()
     assert a.image.tobytes() != c.image.tobytes()
     assert a.seed == 7
@@ -95,15 +96,16 @@ def test_same_seed_same_bytes(pipeline: HNDSRPipeline) -> None:
 
 def test_random_seed_is_reported_and_reproducible(pipeline: HNDSRPipeline) -> None:
     image = rgb_image(16, 16)
-    first = pipeline.upscale(image, 2, ddim_steps=2)
+    first = pipeline.upscale(image, UpscaleOptions(2, ddim_steps=2))
     assert first.seed is not None
-    again = pipeline.upscale(image, 2, ddim_steps=2, seed=first.seed)
+    again = pipeline.upscale(image, UpscaleOptions(2, ddim_steps=2, seed=first.seed))
     assert np.array_equal(first.image, again.image)
 
 
 def test_deterministic_path_ignores_seed(pipeline: HNDSRPipeline) -> None:
     image = rgb_image(16, 16)
-    assert np.array_equal(pipeline.upscale(image, 3, seed=1).image, pipeline.upscale(image, 3, seed=2).image)
+    assert np.array_equal(pipeline.upscale(image, UpscaleOptions(3, seed=1)).image,
+                          pipeline.upscale(image, UpscaleOptions(3, seed=2)).image)
 
 
 def test_tiles_cover_and_overlap() -> None:
@@ -117,9 +119,9 @@ def test_tiles_cover_and_overlap() -> None:
 
 def test_tiled_matches_untiled(pipeline: HNDSRPipeline) -> None:
     image = rgb_image(96, 112, seed=3)
-    whole = pipeline.upscale(image, 2).image
+    whole = pipeline.upscale(image, UpscaleOptions(2)).image
     tiled_pipe = HNDSRPipeline(pipeline.model, pipeline.device, tile_size=48, tile_overlap=12)
-    tiled = tiled_pipe.upscale(image, 2)
+    tiled = tiled_pipe.upscale(image, UpscaleOptions(2))
     assert tiled.tiles > 1
     assert y_psnr(tiled.image, whole, 0) > 38.0
 
@@ -133,7 +135,7 @@ def test_cancellation_between_tiles(pipeline: HNDSRPipeline) -> None:
         return len(calls) > 2
 
     with pytest.raises(InferenceCancelled, match="tile 3"):
-        tiled_pipe.upscale(rgb_image(64, 64), 2, should_cancel=cancel_after_two)
+        tiled_pipe.upscale(rgb_image(64, 64), UpscaleOptions(2), should_cancel=cancel_after_two)
 
 
 def test_cancellation_between_diffusion_steps(pipeline: HNDSRPipeline) -> None:
@@ -144,14 +146,15 @@ def test_cancellation_between_diffusion_steps(pipeline: HNDSRPipeline) -> None:
         return len(checks) > 3  # 1st check: before the tile; then one per diffusion step
 
     with pytest.raises(InferenceCancelled, match="diffusion step 3/10"):
-        pipeline.upscale(rgb_image(16, 16), 2, ddim_steps=10, seed=0, should_cancel=cancel_during_sampling)
+        pipeline.upscale(rgb_image(16, 16),
+                         UpscaleOptions(2, ddim_steps=10, seed=0), should_cancel=cancel_during_sampling)
 
 
 def test_rejects_bad_arguments(pipeline: HNDSRPipeline) -> None:
     with pytest.raises(ValueError):
-        pipeline.upscale(rgb_image(8, 8), 9)
+        pipeline.upscale(rgb_image(8, 8), UpscaleOptions(9))
     with pytest.raises(ValueError):
-        pipeline.upscale(np.zeros((8, 8), np.uint8), 2)
+        pipeline.upscale(np.zeros((8, 8), np.uint8), UpscaleOptions(2))
 
 
 def copy_weights(tmp_path: Path) -> Path:
@@ -189,10 +192,10 @@ def test_committed_weights_are_small_and_verified() -> None:
 def test_a_resumed_stream_yields_the_rest_of_the_uninterrupted_one(height: int) -> None:
     pipeline = HNDSRPipeline.from_pretrained(device="cpu", tile_size=32, tile_overlap=8)
     image = torch.rand(3, height, 40, generator=torch.Generator().manual_seed(height))
-    full = list(pipeline.upscale_rows(lambda y0, y1: image[:, y0:y1], height, 40, 2, ddim_steps=1, seed=5))
+    options = UpscaleOptions(2, ddim_steps=1, seed=5)
+    full = list(pipeline.upscale_rows(lambda y0, y1: image[:, y0:y1], height, 40, options))
     assert len(full) == pipeline.count_tile_rows(height)
     for start in range(len(full) + 1):
-        rest = list(pipeline.upscale_rows(lambda y0, y1: image[:, y0:y1], height, 40, 2, ddim_steps=1, seed=5,
-                                          start_row=start))
+        rest = list(pipeline.upscale_rows(lambda y0, y1: image[:, y0:y1], height, 40, options, start_row=start))
         assert [y for y, _ in rest] == [y for y, _ in full[start:]]
         assert all(torch.equal(a, b) for (_, a), (_, b) in zip(rest, full[start:], strict=True)), start

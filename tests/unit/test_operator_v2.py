@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from hndsr_model.operator import NeuralOperatorSR, ScaleAwareDecoder, SpectralMixing, spectral_bases
 from hndsr_model.operator_v2 import ESA, LocalFeatureBlock, NeuralOperatorSRv2
+from hndsr_model.options import UpscaleOptions
 from hndsr_model.weights import ModelConfig, WeightsError, build_networks, load_weights, manifest_path, save_weights
 
 SMALL = {"channels": 8, "blocks": 1, "modes": 4, "local_blocks": 2, "local_convs": 2, "esa_channels": 4}
@@ -149,5 +150,5 @@ def test_pipeline_serves_v2_weights_with_and_without_diffusion(tmp_path: Path) -
     save_weights(path, *build_networks(config), config, "2.0.0-test")
     pipeline = HNDSRPipeline.from_pretrained(path, device="cpu", tile_size=32, tile_overlap=4)
     for steps in (0, 2):
-        result = pipeline.upscale(rgb_image(40, 36), 3, ddim_steps=steps, seed=0)
+        result = pipeline.upscale(rgb_image(40, 36), UpscaleOptions(3, ddim_steps=steps, seed=0))
         assert result.image.shape == (120, 108, 3) and result.tiles > 1

@@ -16,8 +16,9 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
+from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline, InferenceCancelled
-from hndsr_raster import BandPlan, RasterError, RasterTooLarge, SceneOptions, SceneUpscaler, open_raster, parse_bands
+from hndsr_raster import BandPlan, RasterError, RasterTooLarge, SceneUpscaler, open_raster, parse_bands
 from hndsr_raster.radiometry import HIGH_PERCENTILE, LOW_PERCENTILE, scene_stats
 from hndsr_raster.scene import working_path
 from tests.helpers import DATA, requires_data
@@ -51,11 +52,18 @@ def wide_pipeline() -> HNDSRPipeline:
     return HNDSRPipeline.from_pretrained(device="cpu", tile_size=256, tile_overlap=16)
 
 
+def scene(pipeline: HNDSRPipeline, src: DatasetReader, scale: int = 2, uncertainty_file: bool = False,
+          band_stats: dict | None = None, **options) -> SceneUpscaler:
+    """The upscaler of ``src`` with the test limits; ``options`` are :class:`UpscaleOptions` fields."""
+    return SceneUpscaler(pipeline, src, UpscaleOptions(scale, **options), uncertainty_file=uncertainty_file,
+                         band_stats=band_stats, max_pixels=MAX_PIXELS, max_bands=MAX_BANDS)
+
+
 def upscale(pipeline: HNDSRPipeline, source: Path, out_dir: Path, scale: int = 2, **options) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     dst = out_dir / f"{source.stem}_x{scale}.tif"
     with open_raster(source) as src:
-        SceneUpscaler(pipeline, src, SceneOptions(scale, **options), MAX_PIXELS, MAX_BANDS).write(dst)
+        scene(pipeline, src, scale, **options).write(dst)
     return dst
 
 
@@ -206,7 +214,7 @@ def test_uncertainty_band_follows_the_image_bands_and_its_mask(pipeline: HNDSRPi
     alpha[0, :10, :] = 0
     source = write_raster(tmp_path / "rgba.tif", np.concatenate([rgb, alpha]), colorinterp=(*RGB, ColorInterp.alpha))
     plain = upscale(pipeline, source, tmp_path / "plain")
-    out = upscale(pipeline, source, tmp_path / "out", uncertainty_samples=8)
+    out = upscale(pipeline, source, tmp_path / "out", uncertainty=True)
     with rasterio.open(plain) as before, rasterio.open(out) as dst:
         assert dst.count == 5 and dst.dtypes == ("float32",) * 5 and dst.descriptions[-1] == "uncertainty"
         assert dst.colorinterp == (*RGB, ColorInterp.alpha, UNDEFINED)
@@ -221,7 +229,7 @@ def test_uncertainty_of_float64_nan_data(pipeline: HNDSRPipeline, tmp_path: Path
     """NaN stays NaN in the map as in the image; float64 data keep a float64 product (float32 would round it)."""
     data = smooth(32, 40, 1, seed=2, low=0.0, high=1.0, dtype="float64")
     data[0, 5:15, 5:12] = np.nan
-    out = upscale(pipeline, write_raster(tmp_path / "nan.tif", data), tmp_path / "out", uncertainty_samples=8,
+    out = upscale(pipeline, write_raster(tmp_path / "nan.tif", data), tmp_path / "out", uncertainty=True,
                   ddim_steps=1, seed=0)
     with rasterio.open(out) as dst:
         assert dst.dtypes == ("float64", "float64") and dst.nodata is None
@@ -279,7 +287,7 @@ def test_scene_upscaler_describes_input_and_output(pipeline: HNDSRPipeline, tmp_
     source = write_raster(tmp_path / "d.tif", smooth(50, 70, 4, seed=9, high=4000, dtype="uint16"),
                           colorinterp=(*RGB, UNDEFINED))
     with open_raster(source) as src:
-        up = SceneUpscaler(pipeline, src, SceneOptions(3, bands=(4, 1)), MAX_PIXELS, MAX_BANDS)
+        up = scene(pipeline, src, 3, bands=(4, 1))
         assert up.describe_input() == {"width": 70, "height": 50, "bands": 4, "dtype": "uint16",
                                        "crs": "EPSG:32631"}
         out = up.describe_output()
@@ -352,7 +360,7 @@ def test_uint8_rgb_geotiff_gives_exactly_the_pipelines_pixels(pipeline: HNDSRPip
     data = smooth(72, 88, 3, seed=13)
     source = write_raster(tmp_path / "rgb.tif", data, colorinterp=RGB)
     out = upscale(pipeline, source, tmp_path / "out", scale=3)
-    expected = pipeline.upscale(np.ascontiguousarray(data.transpose(1, 2, 0)), 3).image
+    expected = pipeline.upscale(np.ascontiguousarray(data.transpose(1, 2, 0)), UpscaleOptions(3)).image
     with rasterio.open(out) as dst:
         assert (dst.read().transpose(1, 2, 0) == expected).all()
 
@@ -443,7 +451,7 @@ def test_bands_selects_and_orders_the_output(pipeline: HNDSRPipeline, tmp_path: 
 def test_band_index_out_of_range_is_a_raster_error(pipeline: HNDSRPipeline, tmp_path: Path) -> None:
     source = write_raster(tmp_path / "three.tif", smooth(16, 16, 3), colorinterp=RGB)
     with open_raster(source) as src, pytest.raises(RasterError, match="band 4"):
-        SceneUpscaler(pipeline, src, SceneOptions(2, bands=(4, 3, 2)), MAX_PIXELS, MAX_BANDS)
+        scene(pipeline, src, 2, bands=(4, 3, 2))
 
 
 # -- 4. bad input: designed errors, nothing left on disk ---------------------------------------------------
@@ -459,7 +467,7 @@ def out_dir(tmp_path: Path) -> Iterator[Path]:
 
 def attempt(pipeline: HNDSRPipeline, source: Path | bytes, out_dir: Path, **options) -> None:
     with open_raster(source) as src:
-        SceneUpscaler(pipeline, src, SceneOptions(2, **options), MAX_PIXELS, MAX_BANDS).write(out_dir / "out.tif")
+        scene(pipeline, src, 2, **options).write(out_dir / "out.tif")
 
 
 def huge_header_tiff(path: Path) -> Path:
@@ -560,7 +568,7 @@ def test_pixels_damaged_after_a_valid_header_fail_without_leftovers(pipeline: HN
 def test_cancel_midway_leaves_nothing(pipeline: HNDSRPipeline, tmp_path: Path, out_dir: Path) -> None:
     source = write_raster(tmp_path / "c.tif", smooth(100, 60, 1, high=4000, dtype="uint16"))
     with open_raster(source) as src:
-        up = SceneUpscaler(pipeline, src, SceneOptions(2), MAX_PIXELS, MAX_BANDS)
+        up = scene(pipeline, src, 2)
         # Cancel once the first tile row is in (tiles run a row at a time, in batches).
         with pytest.raises(InferenceCancelled):
             up.write(out_dir / "out.tif", should_cancel=lambda: up.tiles_done > 0)
@@ -580,7 +588,7 @@ def test_tiff_without_crs_works(pipeline: HNDSRPipeline, tmp_path: Path, transfo
     assert cog_validate(str(out))[0]
 
 
-@pytest.mark.parametrize("options", [{}, {"ddim_steps": 1, "seed": 9, "uncertainty_samples": 2,
+@pytest.mark.parametrize("options", [{}, {"ddim_steps": 1, "seed": 9, "uncertainty": True, "uncertainty_samples": 2,
                                          "uncertainty_file": True}], ids=["plain", "diffusion-map-file"])
 def test_a_run_resumed_from_its_checkpoints_makes_the_same_product(pipeline: HNDSRPipeline, tmp_path: Path,
                                                                     options: dict) -> None:
@@ -591,7 +599,7 @@ def test_a_run_resumed_from_its_checkpoints_makes_the_same_product(pipeline: HND
     source = write_raster(tmp_path / "rgbn.tif", data, colorinterp=(*RGB, UNDEFINED), nodata=0)
     reference = upscale(pipeline, source, tmp_path / "reference", **options)
     with open_raster(source) as src:
-        recorded = SceneUpscaler(pipeline, src, SceneOptions(2, **options))
+        recorded = scene(pipeline, src, 2, **options)
         part = tmp_path / "recorded.part.tif"
         checkpoints = [step.writes for step in recorded.steps(part, record=True)]
         stats = recorded.band_stats()
@@ -600,7 +608,7 @@ def test_a_run_resumed_from_its_checkpoints_makes_the_same_product(pipeline: HND
         dst = tmp_path / f"resumed-{resume}" / "rgbn_x2.tif"
         dst.parent.mkdir()
         with open_raster(source) as src:
-            resumed = SceneUpscaler(pipeline, src, SceneOptions(2, **options, band_stats=stats))
+            resumed = scene(pipeline, src, 2, **options, band_stats=stats)
             steps = list(resumed.steps(working_path(dst), resume_rows=resume, load_row=checkpoints.__getitem__))
             resumed.finish(working_path(dst), dst)
         assert [step.rows_done for step in steps] == list(range(resume + 1, recorded.rows_total + 1))
@@ -618,7 +626,7 @@ def test_steps_may_each_run_in_another_thread(pipeline: HNDSRPipeline, tmp_path:
     dst = tmp_path / "threaded" / "pan_x2.tif"
     dst.parent.mkdir()
     with open_raster(source) as src, ThreadPoolExecutor(max_workers=1) as pool:
-        upscaler = SceneUpscaler(pipeline, src, SceneOptions(2))
+        upscaler = scene(pipeline, src, 2)
         steps = upscaler.steps(working_path(dst))
         while pool.submit(next, steps, None).result() is not None:  # a new thread for every step
             pool.shutdown(wait=True)

@@ -12,6 +12,7 @@ from PIL import Image
 
 from hndsr_model import train
 from hndsr_model.evaluate import uncertainty_scores
+from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline, UncertaintyUnavailable
 from hndsr_model.quality import average_ranks, gmsd, spearman
 from hndsr_model.uncertainty import UncertaintyHead, calibration_factor, combine, gaussian_nll, luma
@@ -28,7 +29,7 @@ def pipeline() -> HNDSRPipeline:
 
 @pytest.mark.parametrize("scale", range(2, 9))
 def test_the_map_has_the_outputs_size_at_every_scale(pipeline: HNDSRPipeline, scale: int) -> None:
-    result = pipeline.upscale(rgb_image(20, 24), scale, uncertainty=True)
+    result = pipeline.upscale(rgb_image(20, 24), UpscaleOptions(scale, uncertainty=True))
     assert result.uncertainty is not None
     assert result.uncertainty.shape == (20 * scale, 24 * scale) and result.uncertainty.dtype == np.float32
     assert np.isfinite(result.uncertainty).all() and (result.uncertainty > 0).all()
@@ -37,8 +38,9 @@ def test_the_map_has_the_outputs_size_at_every_scale(pipeline: HNDSRPipeline, sc
 @pytest.mark.parametrize("steps", [0, 2])
 def test_asking_for_the_map_leaves_the_output_unchanged(pipeline: HNDSRPipeline, steps: int) -> None:
     image = rgb_image(24, 24)
-    plain = pipeline.upscale(image, 2, ddim_steps=steps, seed=3)
-    mapped = pipeline.upscale(image, 2, ddim_steps=steps, seed=3, uncertainty=True, uncertainty_samples=3)
+    plain = pipeline.upscale(image, UpscaleOptions(2, ddim_steps=steps, seed=3))
+    mapped = pipeline.upscale(image,
+                              UpscaleOptions(2, ddim_steps=steps, seed=3, uncertainty=True, uncertainty_samples=3))
     assert plain.uncertainty is None
     assert np.array_equal(plain.image, mapped.image)
 
@@ -51,9 +53,10 @@ def test_the_output_runs_in_the_same_batches_with_or_without_the_map(pipeline: H
     hooks = [network.register_forward_hook(lambda module, args, out, name=name: batches.append((name, len(args[0]))))
              for name, network in (("denoiser", tiled.model.denoiser), ("operator", tiled.model.operator.head))]
     try:
-        tiled.upscale(rgb_image(24, 60), 2, ddim_steps=2, seed=3)
+        tiled.upscale(rgb_image(24, 60), UpscaleOptions(2, ddim_steps=2, seed=3))
         plain, batches[:] = list(batches), []
-        tiled.upscale(rgb_image(24, 60), 2, ddim_steps=2, seed=3, uncertainty=True, uncertainty_samples=3)
+        tiled.upscale(rgb_image(24, 60),
+                      UpscaleOptions(2, ddim_steps=2, seed=3, uncertainty=True, uncertainty_samples=3))
     finally:
         for hook in hooks:
             hook.remove()
@@ -63,42 +66,44 @@ def test_the_output_runs_in_the_same_batches_with_or_without_the_map(pipeline: H
 
 def test_the_map_is_deterministic_for_a_seed(pipeline: HNDSRPipeline) -> None:
     image = rgb_image(24, 24)
-    maps = [pipeline.upscale(image, 2, ddim_steps=2, seed=seed, uncertainty=True, uncertainty_samples=3).uncertainty
-            for seed in (7, 7, 8)]
+    maps = [pipeline.upscale(image, UpscaleOptions(2, ddim_steps=2, seed=seed, uncertainty=True,
+                                                   uncertainty_samples=3)).uncertainty for seed in (7, 7, 8)]
     assert np.array_equal(maps[0], maps[1])
     assert not np.array_equal(maps[0], maps[2])
 
 
 def test_diffusion_samples_only_widen_the_map(pipeline: HNDSRPipeline) -> None:
     image = rgb_image(24, 24)
-    head = pipeline.upscale(image, 2, uncertainty=True).uncertainty
-    sampled = pipeline.upscale(image, 2, ddim_steps=2, seed=1, uncertainty=True, uncertainty_samples=4).uncertainty
+    head = pipeline.upscale(image, UpscaleOptions(2, uncertainty=True)).uncertainty
+    sampled = pipeline.upscale(image, UpscaleOptions(2, ddim_steps=2, seed=1, uncertainty=True,
+                                                     uncertainty_samples=4)).uncertainty
     assert head is not None and sampled is not None
     assert (sampled >= head - 1e-6).all() and (sampled > head + 1e-6).any()
 
 
 def test_batched_and_tiled_maps_agree_with_the_plain_one(pipeline: HNDSRPipeline) -> None:
     image = rgb_image(60, 60)
-    plain = pipeline.upscale(image, 2, uncertainty=True).uncertainty
+    plain = pipeline.upscale(image, UpscaleOptions(2, uncertainty=True)).uncertainty
     batched = HNDSRPipeline(pipeline.model, pipeline.device, tile_batch=4, batch_wait_ms=1.0)
     tiled = HNDSRPipeline(pipeline.model, pipeline.device, tile_size=32, tile_overlap=8)
-    assert np.abs(batched.upscale(image, 2, uncertainty=True).uncertainty - plain).max() < 1e-5
+    assert np.abs(batched.upscale(image, UpscaleOptions(2, uncertainty=True)).uncertainty - plain).max() < 1e-5
     # Tiles see less context at their edges; the blended map stays close.
-    assert np.median(np.abs(tiled.upscale(image, 2, uncertainty=True).uncertainty - plain) / plain) < 0.1
+    assert np.median(np.abs(tiled.upscale(image,
+                                          UpscaleOptions(2, uncertainty=True)).uncertainty - plain) / plain) < 0.1
 
 
 def test_the_sample_count_is_bounded(pipeline: HNDSRPipeline) -> None:
     for samples in (1, 17):
         with pytest.raises(ValueError, match="uncertainty_samples"):
-            pipeline.upscale(rgb_image(16, 16), 2, ddim_steps=1, seed=0, uncertainty=True,
-                             uncertainty_samples=samples)
+            pipeline.upscale(rgb_image(16, 16),
+                             UpscaleOptions(2, ddim_steps=1, seed=0, uncertainty=True, uncertainty_samples=samples))
 
 
 def test_weights_without_a_head_refuse_the_map() -> None:
     old = HNDSRPipeline.from_pretrained(V2_WEIGHTS, device="cpu")
     assert not old.has_uncertainty
     with pytest.raises(UncertaintyUnavailable, match="no uncertainty head"):
-        old.upscale(rgb_image(16, 16), 2, uncertainty=True)
+        old.upscale(rgb_image(16, 16), UpscaleOptions(2, uncertainty=True))
 
 
 def test_the_head_round_trips_through_the_weights_file(tmp_path: Path) -> None:

@@ -1,0 +1,59 @@
+"""What a request asks of the model: one type for the service, the scene jobs, the CLI and the clients.
+
+A new option is a field here, its wire form in ``hndsr_service/schemas.py`` (``UpscaleFields``) and the
+clients' (``hndsr_client.client.form_fields``), and whatever consumes it. This module imports neither torch
+nor anything of HTTP, so the CLI and the clients can use it without loading the model.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+SCALES = range(2, 9)
+DDIM_STEPS = range(0, 51)
+MAX_SEED = 2**32 - 1
+# The shipped weights (hndsr_model.weights.VARIANT_FILES names their files).
+VARIANTS = ("bicubic", "real")
+DEFAULT_VARIANT = "bicubic"
+# Seeded diffusion samples per tile behind an uncertainty map with ddim_steps > 0 (the first is the output).
+UNCERTAINTY_SAMPLES = range(2, 17)
+DEFAULT_UNCERTAINTY_SAMPLES = 8
+
+
+@dataclass(frozen=True)
+class UpscaleOptions:
+    """A super-resolution's parameters, checked as they are made (a ``ValueError`` names the field)."""
+
+    scale: int = 4
+    ddim_steps: int = 0  # diffusion refinement steps; 0: the neural operator alone (deterministic)
+    seed: int | None = None  # the diffusion noise's; None: chosen by :meth:`seeded`
+    bands: tuple[int, ...] | None = None  # 1-based source bands, in output order; None: all
+    model: str = DEFAULT_VARIANT
+    uncertainty: bool = False  # also make the per-pixel uncertainty map
+    uncertainty_samples: int = DEFAULT_UNCERTAINTY_SAMPLES  # behind the map, with ddim_steps > 0
+
+    def __post_init__(self) -> None:
+        _check("scale", self.scale, SCALES)
+        _check("ddim_steps", self.ddim_steps, DDIM_STEPS)
+        _check("uncertainty_samples", self.uncertainty_samples, UNCERTAINTY_SAMPLES)
+        if self.seed is not None:
+            _check("seed", self.seed, range(MAX_SEED + 1))
+        if self.model not in VARIANTS:
+            raise ValueError(f"model: {self.model!r} is not one of {', '.join(VARIANTS)}")
+        if self.bands is not None and (not self.bands or min(self.bands) < 1):
+            raise ValueError("bands: 1-based band numbers, at least one")
+
+    def seeded(self) -> UpscaleOptions:
+        """These options with the seed their output is made with: the one place a random seed is chosen.
+
+        Diffusion without a seed gets a random one (reported, so that the output can be made again); the
+        neural operator alone uses none."""
+        if self.ddim_steps and self.seed is None:
+            return replace(self, seed=random.SystemRandom().randrange(2**31))
+        return self
+
+
+def _check(name: str, value: int, allowed: range) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
+        raise ValueError(f"{name}: a whole number in {allowed.start}..{allowed.stop - 1}, got {value!r}")

@@ -47,6 +47,7 @@ class StoredResult:
     size: int
     path: Path | None = None  # a local file (served by Starlette's FileResponse, Range included)
     read_range: Callable[[int, int], Iterator[bytes]] | None = None  # bytes [start, end] of an object
+    etag: str | None = None  # the object's entity tag, quoted (a local file's is Starlette's)
 
 
 class JobFiles(ABC):
@@ -202,12 +203,30 @@ class S3Files(JobFiles):
                 return None
             raise
 
-        def read_range(start: int, end: int) -> Iterator[bytes]:
-            body = self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}")
-                              ["Body"])
-            yield from body.iter_chunks(CHUNK_BYTES)
+        etag = head["ETag"]
 
-        return StoredResult(int(head["ContentLength"]), read_range=read_range)
+        def read_range(start: int, end: int) -> Iterator[bytes]:
+            """Bytes [start, end]; a read cut off mid-stream goes on from where it stopped (the same object:
+            ``IfMatch``), within the storage's patience, so that a download is never silently short."""
+            from botocore.exceptions import BotoCoreError
+
+            position, deadline = start, None
+            while position <= end:
+                body = self._call(lambda at=position: self.client.get_object(
+                    Bucket=self.bucket, Key=key, IfMatch=etag, Range=f"bytes={at}-{end}")["Body"])
+                try:
+                    for chunk in body.iter_chunks(CHUNK_BYTES):
+                        position += len(chunk)
+                        yield chunk
+                except BotoCoreError as exc:  # the connection reset or timed out mid-body
+                    deadline = deadline or time.monotonic() + self.patience_s
+                    if time.monotonic() > deadline:
+                        raise StorageUnavailable(f"object storage s3://{self.bucket} cut the result off at byte "
+                                                 f"{position} for {self.patience_s:g} s ({type(exc).__name__})"
+                                                 ) from None
+                    time.sleep(0.5)
+
+        return StoredResult(int(head["ContentLength"]), read_range=read_range, etag=etag)
 
     def delete(self, job_id: str) -> None:
         self._delete_prefix(self.key(job_id, ""))

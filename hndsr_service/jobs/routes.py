@@ -141,11 +141,15 @@ def job_routes(worker: JobWorker) -> list[Route]:
 
 def _ranged(request: Request, stored: StoredResult, filename: str) -> Response:
     """A stored object streamed through this replica, whole or one byte range (``Range: bytes=A-B``, ``A-``,
-    ``-N``), so that API keys still apply and ``curl`` and GDAL's ``/vsicurl/`` read it like a file."""
+    ``-N``), so that API keys still apply and ``curl`` and GDAL's ``/vsicurl/`` read it like a file. With its
+    ``ETag``: a ``Range`` under an ``If-Range`` that names another version gets the whole file (RFC 9110)."""
     assert stored.read_range is not None  # a result that is not a local file is read by ranges
     size = stored.size
     headers = {"accept-ranges": "bytes", "content-disposition": f'attachment; filename="{filename}"'}
-    span = _byte_range(request.headers.get("range"), size)
+    if stored.etag:
+        headers["etag"] = stored.etag
+    if_range = request.headers.get("if-range")
+    span = _byte_range(request.headers.get("range"), size) if if_range in (None, stored.etag) else None
     if span == "unsatisfiable":
         return Response(status_code=416, headers={**headers, "content-range": f"bytes */{size}"})
     start, end = span if span else (0, size - 1)

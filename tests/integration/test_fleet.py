@@ -108,6 +108,11 @@ def test_any_replica_answers_for_any_job(fleet: Fleet, scene: bytes, reference: 
         part = httpx.get(f"{server.url}/jobs/{job_id}/result", headers={"range": "bytes=100-199"}, timeout=60)
         assert part.status_code == 206 and part.content == whole.content[100:200]
         assert part.headers["content-range"] == f"bytes 100-199/{len(whole.content)}"
+    etag = whole.headers["etag"]  # the same on every replica; an If-Range naming another version gets it all
+    resumed = httpx.get(f"{a.url}/jobs/{job_id}/result", headers={"range": "bytes=100-", "if-range": etag}, timeout=60)
+    assert resumed.status_code == 206 and resumed.headers["etag"] == etag
+    stale = httpx.get(f"{a.url}/jobs/{job_id}/result", headers={"range": "bytes=100-", "if-range": '"0"'}, timeout=60)
+    assert stale.status_code == 200 and stale.content == whole.content
     tail = httpx.get(f"{a.url}/jobs/{job_id}/result", headers={"range": "bytes=-10"}, timeout=60)
     assert tail.status_code == 206 and tail.content == whole.content[-10:]
     beyond = httpx.get(f"{a.url}/jobs/{job_id}/result", headers={"range": f"bytes={len(whole.content)}-"}, timeout=60)

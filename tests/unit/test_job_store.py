@@ -215,6 +215,39 @@ def test_files_keep_input_rows_and_result_and_delete_everything(files: JobFiles)
     assert not (files.jobs_dir / job_id).exists()
 
 
+def test_a_result_read_cut_off_mid_stream_goes_on_where_it_stopped(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import ResponseStreamingError
+
+    with s3_server(tmp_path / "moto.log") as server:
+        for name, value in server.env.items():
+            monkeypatch.setenv(name, value)
+        files = S3Files(tmp_path / "scratch", f"s3://{BUCKET}/fleet", patience_s=5)
+        product = tmp_path / "result.tif"
+        product.write_bytes(bytes(range(256)) * 40)
+        files.store_result("c" * 32, product)
+        stored = files.result("c" * 32)
+        assert stored is not None and stored.etag and stored.read_range is not None
+        get_object, calls = files.client.get_object, []
+
+        def cut_off_once(**kwargs: object) -> dict:
+            answer = get_object(**kwargs)
+            calls.append(kwargs["Range"])
+            if len(calls) == 1:  # the first body breaks after its first chunk, as a reset connection does
+                chunks = answer["Body"].iter_chunks(1000)
+
+                def broken(_size: int) -> Iterator[bytes]:
+                    yield next(chunks)
+                    raise ResponseStreamingError(error="connection reset")
+
+                answer["Body"].iter_chunks = broken
+            return answer
+
+        monkeypatch.setattr(files.client, "get_object", cut_off_once)
+        assert b"".join(stored.read_range(5, 9999)) == (bytes(range(256)) * 40)[5:10_000]
+        assert calls == ["bytes=5-9999", "bytes=1005-9999"]
+
+
 def test_unreachable_storage_is_retried_then_storage_unavailable(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     with s3_server(tmp_path / "moto.log") as server:

@@ -70,6 +70,15 @@ class JobFiles(ABC):
             if attempt.isdigit():
                 yield folder.parent.name, int(attempt)
 
+    def scratch_idle_s(self, job_id: str, attempt: int) -> float:
+        """Seconds since anything in the scratch folder last changed (0 if it is gone)."""
+        folder = self.scratch(job_id, attempt)
+        try:
+            newest = max(path.stat().st_mtime for path in (folder, *folder.rglob("*")))
+        except (FileNotFoundError, ValueError):
+            return 0.0
+        return time.time() - newest
+
     @abstractmethod
     def store_input(self, job_id: str, upload: Path) -> None:
         """Keep the validated upload (a file in the job's scratch) as the job's input."""

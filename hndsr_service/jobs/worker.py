@@ -46,6 +46,7 @@ HOUSEKEEPING_S = 10.0
 GAUGES_S = 2.0
 STORE_PATIENCE_S = 60.0  # how long a running job waits for the database to come back before leaving the job
 PURGE_RETRY_S = 60.0  # an expired job's files not deleted by then (storage down, replica gone) are tried again
+STALE_UPLOAD_S = 3600.0  # a submission's scratch unchanged this long belongs to no live upload
 MAX_ATTEMPTS = 5  # a job whose runs keep dying (it kills its replica, say) fails instead of going round forever
 T = TypeVar("T")
 
@@ -145,8 +146,12 @@ class JobWorker:
             self.files.delete(job_id)
             self.store.mark_purged(job_id)
         for job_id, attempt in list(self.files.scratch_folders()):
+            if attempt == 0:  # a submission's: left behind only by a process killed while it took the upload
+                if self.files.scratch_idle_s(job_id, 0) > STALE_UPLOAD_S:
+                    self.files.drop_scratch(job_id, 0)
+                continue
             job = self.store.get(job_id)
-            if attempt and (job is None or job.status is not JobStatus.RUNNING or job.attempts != attempt):
+            if job is None or job.status is not JobStatus.RUNNING or job.attempts != attempt:
                 self.files.drop_scratch(job_id, attempt)
 
     def _read_gauges(self) -> None:

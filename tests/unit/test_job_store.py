@@ -3,6 +3,7 @@ backends (a folder, and a real S3 API server): claims, leases and their fencing,
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -209,6 +210,10 @@ def test_files_keep_input_rows_and_result_and_delete_everything(files: JobFiles)
     if stored.read_range is not None:
         assert b"".join(stored.read_range(10, 19)) == bytes(range(10, 20))
     assert list(files.scratch_folders()) == [(job_id, 1)]
+    assert files.scratch_idle_s(job_id, 1) < 60 and files.scratch_idle_s(job_id, 7) == 0
+    for path in (files.scratch(job_id, 1), *files.scratch(job_id, 1).rglob("*")):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))  # a killed replica's, two hours on
+    assert files.scratch_idle_s(job_id, 1) > 3600
     files.drop_scratch(job_id, 1)
     files.delete(job_id)
     assert files.result(job_id) is None

@@ -1,29 +1,23 @@
 """The ``hndsr`` command.
 
-    hndsr upscale INPUT OUTPUT --scale 4 [--model bicubic|real] [--bands 4,3,2] [--ddim-steps N] [--seed S]
-                  [--device cpu|cuda] [--uncertainty [--uncertainty-samples N]]
-    hndsr submit INPUT OUTPUT --url http://HOST:8000 --scale 4 [--model bicubic|real] [--bands 4,3,2] [--api-key KEY]
+    hndsr upscale INPUT OUTPUT [--scale 4] [--model bicubic|real] [--bands 4,3,2] [--ddim-steps N] [--seed S]
+                  [--device auto|cpu|cuda] [--uncertainty [--uncertainty-samples N]]
+    hndsr submit INPUT OUTPUT [--url http://127.0.0.1:8000] [--scale 4] [...the same options] [--api-key KEY]
+                 [--no-delete-after]
+    hndsr --version
 
-``upscale`` runs the model here. A TIFF/GeoTIFF INPUT written to a ``.tif``/``.tiff`` OUTPUT becomes a
-georeferenced COG, read and written by windows (any size, bounded memory); any other pair is an image
-file (PNG, JPEG, WebP by OUTPUT's suffix). INPUT may be a folder: OUTPUT is then a folder that gets a
-``.tif`` for every TIFF and a PNG for every other image. ``submit`` sends INPUT to a server as a scene
-job, shows its progress and downloads the result to OUTPUT.
-
-``--uncertainty`` also writes the per-pixel uncertainty map beside each output, as ``<stem>.uncertainty.tif``
-(one float32 band, georeferenced like a georeferenced output); the output itself is the same either way.
+``upscale`` runs the model here (``local.py``); ``submit`` sends INPUT to a server as a scene job, shows its
+progress and downloads the result. This module imports neither PyTorch nor rasterio, so that ``--help``,
+``--version`` and ``submit`` start at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
-from PIL import Image
-from tqdm import tqdm
-
-from hndsr_model.data import ImageDecodeError, list_images, load_rgb
 from hndsr_model.options import (
     DDIM_STEPS,
     DEFAULT_UNCERTAINTY_SAMPLES,
@@ -32,26 +26,11 @@ from hndsr_model.options import (
     UNCERTAINTY_SAMPLES,
     VARIANTS,
     UpscaleOptions,
-)
-from hndsr_model.pipeline import HNDSRPipeline
-from hndsr_model.weights import VARIANT_FILES, WEIGHTS_DIR, WeightsError
-from hndsr_raster import (
-    SceneUpscaler,
-    is_tiff,
-    open_raster,
     parse_bands,
-    uncertainty_path,
-    uncertainty_to_tiff,
+    shipped_versions,
 )
 
-from .client import HNDSRError, JobsClient
-
-TIFF_SUFFIXES = {".tif", ".tiff"}
-
-
-def is_raster_pair(src: Path, dst: Path) -> bool:
-    with src.open("rb") as head:
-        return is_tiff(head.read(4)) and dst.suffix.lower() in TIFF_SUFFIXES
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def options_of(args: argparse.Namespace) -> UpscaleOptions:
@@ -59,83 +38,45 @@ def options_of(args: argparse.Namespace) -> UpscaleOptions:
                           args.uncertainty_samples)
 
 
-def upscale_file(pipeline: HNDSRPipeline, src: Path, dst: Path, options: UpscaleOptions, show_tiles: bool) -> None:
-    """``src`` -> ``dst`` (and with ``--uncertainty`` the map beside it, at ``uncertainty_path(dst)``)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if is_raster_pair(src, dst):
-        with open_raster(src) as raster:
-            upscaler = SceneUpscaler(pipeline, raster, options, uncertainty_file=True)
-            with tqdm(total=upscaler.tiles_total, desc=src.name, unit="tile", disable=not show_tiles,
-                      leave=False) as bar:
-                upscaler.write(dst, progress=lambda done, _total: bar.update(done - bar.n))
-        return
-    if options.bands:
-        raise ImageDecodeError("--bands applies to a TIFF/GeoTIFF input written to a .tif output")
-    image = load_rgb(src)
-    with tqdm(total=pipeline.count_tiles(*image.shape[:2]), desc=src.name, unit="tile", disable=not show_tiles,
-              leave=False) as bar:
-        result = pipeline.upscale(image, options, progress=lambda done, _total: bar.update(done - bar.n))
-    Image.fromarray(result.image).save(dst)
-    if result.uncertainty is not None:
-        uncertainty_path(dst).write_bytes(uncertainty_to_tiff(result.uncertainty))
+def run_upscale(args: argparse.Namespace, options: UpscaleOptions) -> int:
+    from .local import run_upscale as upscale_here  # PyTorch and rasterio: seconds to import
+
+    return upscale_here(args, options)
 
 
-def folder_output(src: Path, root: Path, out: Path) -> Path:
-    with src.open("rb") as head:
-        suffix = ".tif" if is_tiff(head.read(4)) else ".png"
-    return out / src.relative_to(root).with_suffix(suffix)
+def run_submit(args: argparse.Namespace, options: UpscaleOptions) -> int:
+    import httpx
 
+    from .client import HNDSRError, JobsClient
 
-def run_upscale(args: argparse.Namespace) -> int:
-    if not args.input.exists():
-        print(f"error: {args.input} does not exist", file=sys.stderr)
-        return 2
-    weights = args.weights or WEIGHTS_DIR / VARIANT_FILES[args.model]
-    try:
-        pipeline = HNDSRPipeline.from_pretrained(weights, device=args.device)
-    except (WeightsError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if args.uncertainty and not pipeline.has_uncertainty:
-        print(f"error: --uncertainty: the weights of model {pipeline.version} ({weights}) have no uncertainty "
-              "head; use weights that have one (--model bicubic of hndsr 2.1.0 or later)", file=sys.stderr)
-        return 1
-    if not args.input.is_dir():
-        try:
-            upscale_file(pipeline, args.input, args.output, options_of(args), show_tiles=True)
-        except ImageDecodeError as exc:  # the raster errors are ImageDecodeErrors too
-            print(f"error: {args.input}: {exc}", file=sys.stderr)
-            return 1
-        print(f"wrote {args.output}")
-        return 0
-    sources, failed = list_images(args.input), 0
-    for src in tqdm(sources, desc="images", unit="img"):
-        try:
-            upscale_file(pipeline, src, folder_output(src, args.input, args.output), options_of(args), False)
-        except ImageDecodeError as exc:
-            failed += 1
-            tqdm.write(f"skipped {src}: {exc}", file=sys.stderr)
-    print(f"wrote {len(sources) - failed} images to {args.output}" + (f", skipped {failed}" if failed else ""))
-    return 1 if failed else 0
-
-
-def run_submit(args: argparse.Namespace) -> int:
     if not args.input.is_file():
         print(f"error: {args.input} is not a file", file=sys.stderr)
         return 2
+    job_id = None
     try:
         with JobsClient(args.url, api_key=args.api_key) as client:
-            job_id = client.submit(args.input, options_of(args))
-            print(f"job {job_id} queued", file=sys.stderr)
-            client.wait(job_id, progress=True)
-            client.download(job_id, args.output)
+            job_id = client.submit(args.input, options)
+            print(f"job {job_id} queued on {args.url}", file=sys.stderr)
+            try:
+                job = client.wait(job_id, progress=True)
+            except KeyboardInterrupt:
+                client.cancel(job_id)
+                print(f"interrupted: job {job_id} cancelled", file=sys.stderr)
+                return 130
+            client.download(job_id, args.output, delete_after=args.delete_after)
     except HNDSRError as exc:
+        print(f"error: the service refused the job: {exc}" if job_id is None else f"error: job {job_id}: {exc}",
+              file=sys.stderr)
+        return 1
+    except httpx.TransportError as exc:
+        print(f"error: cannot reach the HNDSR service at {args.url} ({exc or type(exc).__name__}); is it running? "
+              "(scripts/serve starts one)", file=sys.stderr)
+        return 1
+    except OSError as exc:  # reading the input, writing the output
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:  # connection refused, unreachable host, disk errors
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.output}")
+    band = job["output"].get("uncertainty_band")
+    print(f"wrote {args.output}" + (f" (band {band}: the uncertainty map)" if band else ""))
     return 0
 
 
@@ -149,47 +90,86 @@ def band_list(text: str) -> tuple[int, ...]:
     return bands
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", type=Path)
-    parser.add_argument("output", type=Path)
-    parser.add_argument("--scale", type=int, default=4, choices=SCALES, metavar=span(SCALES))
-    parser.add_argument("--ddim-steps", type=int, default=0, choices=DDIM_STEPS, metavar=span(DDIM_STEPS))
-    parser.add_argument("--seed", type=int, default=None)
+def span(values: range) -> str:
+    return f"{values.start}..{values.stop - 1}"
+
+
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Each option's help says its default, where it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS \
+                or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def add_model_options(parser: argparse.ArgumentParser, inputs: str, outputs: str, map_goes: str) -> None:
+    parser.add_argument("input", type=Path, help=inputs)
+    parser.add_argument("output", type=Path, help=outputs)
+    parser.add_argument("--scale", type=int, default=4, choices=SCALES, metavar=span(SCALES),
+                        help="the upscaling factor")
     parser.add_argument("--model", choices=VARIANTS, default=DEFAULT_VARIANT,
                         help="the shipped weights: bicubic (clean imagery; the uncertainty map) or real (sensor-like "
-                             f"blur, noise and compression); default {DEFAULT_VARIANT}")
+                             "blur, noise and compression)")
     parser.add_argument("--bands", type=band_list, default=None, metavar="4,3,2",
-                        help="TIFF/GeoTIFF inputs: 1-based bands to keep, in output order")
+                        help="TIFF/GeoTIFF inputs: 1-based bands to keep, in output order (default: all)")
+    parser.add_argument("--ddim-steps", type=int, default=0, choices=DDIM_STEPS, metavar=span(DDIM_STEPS),
+                        help="diffusion refinement steps (0: the neural operator alone, deterministic)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="the diffusion noise's seed, for the same bytes again (default: random, reported)")
     parser.add_argument("--uncertainty", action="store_true",
-                        help="also make the uncertainty map (sigma of the output's luma, 0..1, float32)")
+                        help=f"also make the uncertainty map (sigma of the output's luma, 0..1, float32): {map_goes}")
     parser.add_argument("--uncertainty-samples", type=int, default=DEFAULT_UNCERTAINTY_SAMPLES,
                         choices=UNCERTAINTY_SAMPLES, metavar=span(UNCERTAINTY_SAMPLES),
                         help="with --ddim-steps > 0: the seeded diffusion samples behind the map")
 
 
-def span(values: range) -> str:
-    return f"{{{values.start}..{values.stop - 1}}}"
+def version_line() -> str:
+    models = ", ".join(f"{variant} {number}" for variant, number in shipped_versions().items())
+    return f"hndsr {version('hndsr')} (models: {models})"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hndsr", description="HNDSR satellite image super-resolution")
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("upscale", help="super-resolve an image, a GeoTIFF or a folder here")
-    add_model_options(up)
-    up.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    formatter = HelpWithDefaults
+    parser = argparse.ArgumentParser(prog="hndsr", description="HNDSR: super-resolution of satellite and aerial "
+                                     "images and georeferenced rasters, x2 to x8", formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=version_line())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{upscale,submit}")
+    up = sub.add_parser("upscale", help="super-resolve an image, a GeoTIFF or a folder here",
+                        description="Super-resolve here: a TIFF/GeoTIFF to a .tif becomes a georeferenced COG "
+                        "(any size, by windows); other images by OUTPUT's suffix (PNG, JPEG, WebP); a folder gets a "
+                        ".tif for every TIFF and a PNG for every other image.", formatter_class=formatter)
+    add_model_options(up, "an image (PNG, JPEG, WebP), a TIFF/GeoTIFF, or a folder of them",
+                      "the output file (its suffix picks the format), or a folder for a folder",
+                      "beside each output, as <stem>.uncertainty.tif")
+    up.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="where the model runs (auto: a GPU when there is one)")
     up.add_argument("--weights", type=Path, default=None, help="a weights file to use instead of --model's")
     up.set_defaults(func=run_upscale)
-    submit = sub.add_parser("submit", help="super-resolve a raster on a server as a scene job")
-    add_model_options(submit)
-    submit.add_argument("--url", default="http://127.0.0.1:8000")
-    submit.add_argument("--api-key", default=None, help="when the server sets API_KEYS")
+    submit = sub.add_parser("submit", help="super-resolve a raster on a server, as a scene job",
+                            description="Send a raster to an HNDSR service as a scene job, follow its progress "
+                            "and download the Cloud-Optimized GeoTIFF. Ctrl-C cancels the job.",
+                            formatter_class=formatter)
+    add_model_options(submit, "a TIFF/GeoTIFF (or PNG, JPEG, WebP) file", "the result: a Cloud-Optimized GeoTIFF",
+                      "as the result's last band")
+    submit.add_argument("--url", default=DEFAULT_URL, help="the service")
+    submit.add_argument("--api-key", default=None, help="when the service sets API_KEYS")
+    submit.add_argument("--delete-after", action=argparse.BooleanOptionalAction, default=True,
+                        help="delete the job from the service once its result is downloaded")
     submit.set_defaults(func=run_submit)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        options = options_of(args)
+    except ValueError as exc:  # a value argparse lets through (a seed out of range): its field named
+        parser.error(str(exc))
+    return args.func(args, options)
 
 
 if __name__ == "__main__":

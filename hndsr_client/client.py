@@ -70,11 +70,15 @@ class JobsClient:
         on meanwhile."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         status = "unknown"
-        with tqdm(desc=f"job {job_id[:8]}", unit="tile", disable=not progress) as bar:
+        # The rate and ETA over the last ~20 polls: the server counts tiles a tile row at a time.
+        with tqdm(desc=f"job {job_id[:8]}", unit="tile", disable=not progress, smoothing=0.05,
+                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tiles "
+                             "[{elapsed}<{remaining}, {rate_fmt}]") as bar:
             while True:
                 job, wait_s = self._poll(job_id, poll_s)
                 if job is not None:
                     status = job["status"]
+                    bar.set_description_str(f"job {job_id[:8]} {status}", refresh=False)
                     bar.total = job["progress"]["tiles_total"]
                     bar.update(job["progress"]["tiles_done"] - bar.n)
                     if status == "succeeded":
@@ -97,8 +101,9 @@ class JobsClient:
             return None, float(retry_after) if retry_after.isdigit() else poll_s
         return self._json(response, 200), poll_s
 
-    def download(self, job_id: str, dest: str | Path) -> Path:
-        """Stream the result to ``dest`` (written beside it first, renamed when complete)."""
+    def download(self, job_id: str, dest: str | Path, delete_after: bool = False) -> Path:
+        """Stream the result to ``dest`` (written beside it first, renamed when complete); ``delete_after``: then
+        delete the job from the service (its result would stay there for ``JOB_RETENTION_H``)."""
         dest = Path(dest)
         part = dest.with_name(f".{dest.name}.part")
         try:
@@ -112,6 +117,8 @@ class JobsClient:
             part.replace(dest)
         finally:
             part.unlink(missing_ok=True)
+        if delete_after:
+            self.cancel(job_id)
         return dest
 
     def cancel(self, job_id: str) -> dict[str, Any]:

@@ -7,15 +7,20 @@ nor anything of HTTP, so the CLI and the clients can use it without loading the 
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 SCALES = range(2, 9)
 DDIM_STEPS = range(0, 51)
 MAX_SEED = 2**32 - 1
-# The shipped weights (hndsr_model.weights.VARIANT_FILES names their files).
+# The shipped weights a request or the CLI picks by name (the ``model`` field / ``--model``): ``bicubic`` is
+# trained for the protocol's bicubic downsampling, ``real`` for sensor-like degradation (the model card).
 VARIANTS = ("bicubic", "real")
 DEFAULT_VARIANT = "bicubic"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+VARIANT_FILES: dict[str, str] = dict(zip(VARIANTS, ("hndsr.safetensors", "hndsr-real.safetensors"), strict=True))
 # Seeded diffusion samples per tile behind an uncertainty map with ddim_steps > 0 (the first is the output).
 UNCERTAINTY_SAMPLES = range(2, 17)
 DEFAULT_UNCERTAINTY_SAMPLES = 8
@@ -54,6 +59,32 @@ class UpscaleOptions:
         return self
 
 
+def parse_bands(text: str | None) -> tuple[int, ...] | None:
+    """``"4,3,2"`` -> ``(4, 3, 2)``; empty or None -> None (all bands). Raises ValueError."""
+    if text is None or not text.strip():
+        return None
+    try:
+        bands = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"bands must be comma-separated 1-based band numbers such as 4,3,2, got {text!r}") from None
+    if min(bands) < 1:
+        raise ValueError(f"band numbers start at 1, got {text!r}")
+    if len(set(bands)) != len(bands):
+        raise ValueError(f"bands lists a band twice: {text!r}")
+    return bands
+
+
 def _check(name: str, value: int, allowed: range) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
         raise ValueError(f"{name}: a whole number in {allowed.start}..{allowed.stop - 1}, got {value!r}")
+
+
+
+def shipped_versions() -> dict[str, str]:
+    """Each shipped variant's model version, from the manifests beside the weights (no tensor is read)."""
+    versions = {}
+    for variant, name in VARIANT_FILES.items():
+        manifest = (WEIGHTS_DIR / name).with_suffix(".json")
+        if manifest.is_file():
+            versions[variant] = json.loads(manifest.read_text())["version"]
+    return versions

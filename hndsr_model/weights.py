@@ -20,14 +20,10 @@ from torch import nn
 from .diffusion import ResidualDenoiser
 from .operator import NeuralOperatorSR
 from .operator_v2 import NeuralOperatorSRv2
-from .options import DEFAULT_VARIANT, VARIANTS
+from .options import DEFAULT_VARIANT, VARIANT_FILES, WEIGHTS_DIR
 from .uncertainty import UncertaintyHead
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 MODEL_NAME = "hndsr"
-# The shipped weights a request or the CLI picks by name (the ``model`` field / ``--model``): ``bicubic`` is
-# trained for the protocol's bicubic downsampling, ``real`` for sensor-like degradation (the model card).
-VARIANT_FILES: dict[str, str] = dict(zip(VARIANTS, ("hndsr.safetensors", "hndsr-real.safetensors"), strict=True))
 DEFAULT_WEIGHTS = WEIGHTS_DIR / VARIANT_FILES[DEFAULT_VARIANT]
 
 

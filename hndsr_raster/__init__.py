@@ -5,7 +5,7 @@ Shared by the service (synchronous GeoTIFF answers and scene jobs) and the CLI; 
 ``hndsr_model``'s streaming pipeline, and nothing of HTTP.
 """
 
-from .bands import BandPlan, parse_bands
+from .bands import BandPlan
 from .scene import (
     UNCERTAINTY,
     RasterError,
@@ -20,4 +20,4 @@ from .scene import (
 )
 
 __all__ = ["UNCERTAINTY", "BandPlan", "RasterError", "RasterTooLarge", "SceneStep", "SceneUpscaler", "array_to_tiff",
-           "is_tiff", "open_raster", "parse_bands", "uncertainty_path", "uncertainty_to_tiff"]
+           "is_tiff", "open_raster", "uncertainty_path", "uncertainty_to_tiff"]

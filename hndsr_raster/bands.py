@@ -16,21 +16,6 @@ GroupKind = Literal["rgb", "mono", "nearest"]
 RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
 
 
-def parse_bands(text: str | None) -> tuple[int, ...] | None:
-    """``"4,3,2"`` -> ``(4, 3, 2)``; empty or None -> None (all bands). Raises ValueError."""
-    if text is None or not text.strip():
-        return None
-    try:
-        bands = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise ValueError(f"bands must be comma-separated 1-based band numbers such as 4,3,2, got {text!r}") from None
-    if min(bands) < 1:
-        raise ValueError(f"band numbers start at 1, got {text!r}")
-    if len(set(bands)) != len(bands):
-        raise ValueError(f"bands lists a band twice: {text!r}")
-    return bands
-
-
 @dataclass(frozen=True)
 class BandGroup:
     kind: GroupKind

@@ -24,8 +24,8 @@ from hndsr_model.options import (
     UNCERTAINTY_SAMPLES,
     VARIANTS,
     UpscaleOptions,
+    parse_bands,
 )
-from hndsr_raster.bands import parse_bands
 
 from .errors import ServiceError
 from .jobs.model import JobStatus

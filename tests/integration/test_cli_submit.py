@@ -25,14 +25,23 @@ def server(bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield server
 
 
-def test_submit_downloads_a_georeferenced_result(server: Server, tmp_path: Path) -> None:
+def test_submit_downloads_a_georeferenced_result(server: Server, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     src, out = tmp_path / "scene.tif", tmp_path / "scene_x2.tif"
     write_geotiff(src, bands=3)
-    assert main(["submit", str(src), str(out), "--url", server.url, "--scale", "2", "--api-key", KEY]) == 0
+    assert main(["submit", str(src), str(out), "--url", server.url, "--scale", "2", "--api-key", KEY,
+                 "--uncertainty"]) == 0
     with rasterio.open(src) as before, rasterio.open(out) as after:
         assert after.transform == before.transform * Affine.scale(0.5) and after.crs == before.crs
-        assert (after.count, after.dtypes[0], after.nodata) == (3, "uint16", 0)
+        assert (after.count, after.dtypes[0], after.nodata) == (4, "float32", 0)
+        assert after.descriptions[-1] == "uncertainty"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif", "scene_x2.tif"]
+    shown = capsys.readouterr()
+    assert f"wrote {out} (band 4: the uncertainty map)" in shown.out
+    job_id = shown.err.split()[1]  # "job <id> queued on <url>"
+    with JobsClient(server.url, api_key=KEY) as client, pytest.raises(HNDSRError) as gone:
+        client.status(job_id)  # deleted once downloaded (--delete-after, the default)
+    assert gone.value.status == 410
 
 
 def test_submit_with_the_real_model(server: Server, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -140,3 +142,38 @@ def test_waiting_rides_out_a_service_that_cannot_answer_for_a_while(monkeypatch:
     client.http = httpx.Client(base_url="http://hndsr.test", transport=httpx.MockTransport(lambda _: next(failing)))
     with pytest.raises(HNDSRError, match="job_not_found"):
         client.wait("0" * 32, poll_s=0)
+
+
+def test_help_and_version_start_without_the_model() -> None:
+    """--help and --version answer at once: neither PyTorch nor rasterio is imported for them."""
+    probe = ("import sys; from hndsr_client.cli import build_parser; build_parser().format_help(); "
+             "print(sorted(m for m in ('torch', 'rasterio') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "[]\n"
+    shown = subprocess.run([sys.executable, "-m", "hndsr_client.cli", "--version"], capture_output=True, text=True)
+    assert shown.returncode == 0 and shown.stdout.startswith("hndsr ") and "bicubic 2." in shown.stdout
+    options = subprocess.run([sys.executable, "-m", "hndsr_client.cli", "submit", "--help"], capture_output=True,
+                             text=True).stdout
+    for option in ("--scale 2..8", "--uncertainty ", "--delete-after", "--url URL"):
+        assert option in options
+    assert "(default: 4)" in options and "(default: http://127.0.0.1:8000)" in options
+
+
+def test_every_written_file_gets_a_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "in").mkdir()
+    Image.fromarray(rgb_image(12, 12)).save(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "b.png").write_text("not an image")
+    assert main(["upscale", str(tmp_path / "in" / "a.png"), str(tmp_path / "a.png"), "--scale", "2",
+                 "--uncertainty"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"wrote {tmp_path / 'a.png'}",
+                                                    f"wrote {tmp_path / 'a.uncertainty.tif'}"]
+    assert main(["upscale", str(tmp_path / "in"), str(tmp_path / "out"), "--scale", "2"]) == 1
+    shown = capsys.readouterr()
+    assert f"wrote {tmp_path / 'out' / 'a.png'}" in shown.out and "wrote 1 of 2 images" in shown.out
+    assert f"skipped {tmp_path / 'in' / 'b.png'}" in shown.err
+
+
+def test_an_unreachable_service_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_geotiff(tmp_path / "scene.tif", bands=3)
+    assert main(["submit", str(tmp_path / "scene.tif"), str(tmp_path / "o.tif"), "--url", "http://127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot reach the HNDSR service at http://127.0.0.1:9") and err.count("\n") == 1

@@ -16,9 +16,9 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
-from hndsr_model.options import UpscaleOptions
+from hndsr_model.options import UpscaleOptions, parse_bands
 from hndsr_model.pipeline import HNDSRPipeline, InferenceCancelled
-from hndsr_raster import BandPlan, RasterError, RasterTooLarge, SceneUpscaler, open_raster, parse_bands
+from hndsr_raster import BandPlan, RasterError, RasterTooLarge, SceneUpscaler, open_raster
 from hndsr_raster.radiometry import HIGH_PERCENTILE, LOW_PERCENTILE, scene_stats
 from hndsr_raster.scene import working_path
 from tests.helpers import DATA, requires_data

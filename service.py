@@ -24,7 +24,7 @@ from bentoml.validators import ContentType
 from hndsr_model.options import DEFAULT_UNCERTAINTY_SAMPLES, DEFAULT_VARIANT, UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.weights import WeightsError, variant_paths
-from hndsr_service import guards, imaging, metrics, openapi, ratelimit, uploads
+from hndsr_service import guards, imaging, malformed, metrics, openapi, ratelimit, uploads
 from hndsr_service.errors import ServiceError, api_errors, request_id
 from hndsr_service.inference import InferenceRunner
 from hndsr_service.jobs.files import open_files
@@ -62,6 +62,7 @@ jobs = JobWorker(state, runner, open_store(settings.jobs_database_url, settings.
                  open_files(settings.jobs_storage_url, settings.jobs_dir))
 shared_limits = ratelimit.connect(settings.redis_url)  # None: in-process limits
 uploads.install()
+malformed.install()
 
 ImageFile = Annotated[Path, ContentType("image/*")]
 
@@ -192,8 +193,6 @@ class HNDSR:
         """Upscale an uploaded image file (multipart field ``image``); returns the file itself: a GeoTIFF for
         a TIFF/GeoTIFF input, PNG otherwise, or the format of ``output_format`` / the ``Accept`` header. With
         ``return_uncertainty`` a TIFF answer carries the uncertainty map as its last band (float32)."""
-        if not ctx.request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise ServiceError(415, "unsupported_media_type", "send the image as multipart/form-data")
         options = UpscaleFields.pick(locals()).options()
         data = await run_in_thread(image.read_bytes)
         product, meta = await self._produce(

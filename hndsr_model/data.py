@@ -62,13 +62,26 @@ def _read_pillow(data: bytes, max_pixels: int | None) -> np.ndarray:
     except (ImageTooLarge, ImageDecodeError):
         raise
     except Image.DecompressionBombError:
-        # Pillow refuses a header claiming over twice its MAX_IMAGE_PIXELS before the size can be read.
-        raise ImageTooLarge(f"image is over {2 * Image.MAX_IMAGE_PIXELS:,} pixels"
+        # Pillow refuses a header claiming over twice its MAX_IMAGE_PIXELS; the size is said as it is.
+        width, height = _header_size(data)
+        raise ImageTooLarge(f"image is {width}x{height} = {width * height:,} pixels"
                             + (f"; the limit is {max_pixels:,}" if max_pixels else "")) from None
     except UnidentifiedImageError:
         raise ImageDecodeError("not a supported image (PNG, JPEG, TIFF, WebP)") from None
     except (OSError, ValueError, SyntaxError):  # Pillow reports damaged files with all three
         raise ImageDecodeError("image data is corrupt or truncated") from None
+
+
+def _header_size(data: bytes) -> tuple[int, int]:
+    """Width and height from the image's header alone: Pillow's format plugin, without ``Image.open``'s check
+    against decompression bombs (nothing is decoded)."""
+    Image.init()
+    for name in PILLOW_FORMATS:
+        factory, accept = Image.OPEN[name]
+        if accept is None or accept(data[:16]):
+            with factory(io.BytesIO(data)) as header:  # type: ignore[call-arg]
+                return header.size
+    raise ImageDecodeError("not a supported image (PNG, JPEG, TIFF, WebP)")
 
 
 def _read_tiff(data: bytes, max_pixels: int | None) -> np.ndarray:

@@ -12,12 +12,16 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from starlette.responses import JSONResponse
 
 ERROR_HEADER = "x-error-code"
 REQUEST_ID_HEADER = "x-request-id"
+# The id of the request this task answers, set by guards.RequestIdMiddleware (tasks started for it inherit it):
+# every error envelope carries it, whichever layer answers.
+CURRENT_REQUEST_ID: ContextVar[str | None] = ContextVar("hndsr_request_id", default=None)
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 logger = logging.getLogger("bentoml.hndsr")
 
@@ -33,15 +37,19 @@ class ServiceError(Exception):
         self.retry_after = retry_after
 
 
+def choose_request_id(supplied: str | None) -> str:
+    """The client's ``X-Request-ID`` when it is short printable ASCII, else a new one."""
+    ok = supplied is not None and supplied.isascii() and supplied.isprintable() and 0 < len(supplied) <= 64
+    return supplied if ok else uuid.uuid4().hex  # type: ignore[return-value]
+
+
 def request_id(ctx: Any) -> str:
-    """The request's id: the client's ``X-Request-ID`` when it is short printable ASCII, else a new one.
-    It is set on the response at once, so every answer (result or error) carries it."""
+    """The request's id (``guards.RequestIdMiddleware`` has put it in the request's headers). It is set on the
+    response at once, so every answer (result or error) carries it."""
     answered = ctx.response.headers.get(REQUEST_ID_HEADER)
     if answered:
         return answered
-    supplied = ctx.request.headers.get(REQUEST_ID_HEADER, "")
-    ok = supplied.isascii() and supplied.isprintable() and 0 < len(supplied) <= 64
-    ctx.response.headers[REQUEST_ID_HEADER] = chosen = supplied if ok else uuid.uuid4().hex
+    ctx.response.headers[REQUEST_ID_HEADER] = chosen = choose_request_id(ctx.request.headers.get(REQUEST_ID_HEADER))
     return chosen
 
 
@@ -94,7 +102,9 @@ def error_headers(code: str, retry_after: int | None = None) -> dict[str, str]:
 
 
 def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
-    return {"error": code, "detail": detail, **extra}
+    """The envelope, with the id of the request being answered (:data:`CURRENT_REQUEST_ID`)."""
+    current = CURRENT_REQUEST_ID.get()
+    return {"error": code, "detail": detail, **({"request_id": current} if current else {}), **extra}
 
 
 def error_response(error: ServiceError, **extra: Any) -> JSONResponse:
@@ -124,12 +134,26 @@ def foreign_error(status: int, body: bytes) -> ServiceError:
         payload = body.decode(errors="replace")
     if isinstance(payload, list) and payload:  # BentoML wraps some errors in a one-element list
         payload = payload[0]
-    detail = _describe(payload)
+    code, detail = _split_code(_describe(payload))
     if status >= 500:
         return ServiceError(status, "internal_error", "the server failed to process the request")
     if status in (400, 422):
-        return ServiceError(422, "invalid_request", detail)
+        return ServiceError(422, code, detail)
     return ServiceError(status, "http_error", detail)
+
+
+# Codes our own parsing hooks put in front of a message BentoML then answers (``uploads.unprocessable``).
+CODED = ("invalid_request", "invalid_image")
+
+
+def coded_detail(code: str, detail: str) -> str:
+    assert code in CODED
+    return f"{code}: {detail}"
+
+
+def _split_code(detail: str) -> tuple[str, str]:
+    code, sep, rest = detail.partition(": ")
+    return (code, rest) if sep and code in CODED else ("invalid_request", detail)
 
 
 def _describe(payload: Any) -> str:

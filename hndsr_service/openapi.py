@@ -31,7 +31,8 @@ TEXT = {"text/plain": {"schema": {"type": "string"}}}
 
 # What each status means, for every route that can answer it (the code is the body's ``error``).
 STATUS_TEXT = {
-    400: "Content-Length is not a number (invalid_content_length)",
+    400: "A request the HTTP server cannot parse: a Content-Length that is not a number, a broken request line or "
+         "header (malformed_request)",
     401: "API_KEYS is set and the request carries no valid key (unauthorized)",
     404: "No such job (job_not_found)",
     406: "The Accept header rules out every format the service writes (not_acceptable)",

@@ -19,9 +19,12 @@ from starlette.formparsers import MultiPartException
 
 from hndsr_model.data import sniff_media_type
 
+from .errors import coded_detail
 
-def unprocessable(detail: str) -> BentoMLException:
-    return BentoMLException(detail, error_code=HTTPStatus.UNPROCESSABLE_ENTITY)
+
+def unprocessable(detail: str, code: str = "invalid_request") -> BentoMLException:
+    """A 422 from inside BentoML's parsing; ``errors.foreign_error`` gives it ``code`` back in the envelope."""
+    return BentoMLException(coded_detail(code, detail), error_code=HTTPStatus.UNPROCESSABLE_ENTITY)
 
 
 class NoFetchMultipartSerde(MultipartSerde):
@@ -55,10 +58,13 @@ def repeated_message(repeated: list[str]) -> str:
 
 
 def label_by_content(upload: UploadFile) -> UploadFile:
+    head = upload.file.read(16)
+    upload.file.seek(0)
+    if not head:  # whatever its declared type: the decoders' own words for it
+        raise unprocessable("image is empty", code="invalid_image")
     if upload.content_type not in (None, "", "application/octet-stream"):
         return upload
-    media_type = sniff_media_type(upload.file.read(16))
-    upload.file.seek(0)
+    media_type = sniff_media_type(head)
     if media_type is None:
         return upload
     return UploadFile(upload.file, size=upload.size, filename=upload.filename,

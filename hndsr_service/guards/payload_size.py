@@ -11,7 +11,7 @@ from ..settings import Settings
 from .cut import CutBody
 from .scope import may_have_body
 
-BAD_LENGTH = ServiceError(400, "invalid_content_length", "Content-Length is not a number")
+BAD_LENGTH = ServiceError(400, "malformed_request", "Content-Length is not a number")  # what the HTTP server says
 
 
 def too_large(limit: int) -> ServiceError:

@@ -72,15 +72,14 @@ def job_routes(worker: JobWorker) -> list[Route]:
         job_id = request.path_params["job_id"]
         job = await run_in_thread(store.get, job_id) if is_job_id(job_id) else None
         if job is None:
-            raise ServiceError(404, "job_not_found", f"no job {job_id[:64]!r}; job ids are 32 hex characters")
+            hint = "" if is_job_id(job_id) else "; job ids are 32 hex characters"
+            raise ServiceError(404, "job_not_found", f"no job {job_id[:64]!r}{hint}")
         if job.expired:
             raise ServiceError(410, "job_deleted", f"job {job.id} was deleted, by a DELETE or "
                                f"{worker.state.settings.job_retention_h:g} h after it finished")
         return job
 
     async def submit(request: Request) -> Response:
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise ServiceError(415, "unsupported_media_type", "send the raster as multipart/form-data, field image")
         async with _reserve_place(worker):
             async with request.form(max_files=1, max_fields=len(JOB_FIELDS)) as form:
                 repeated = repeated_fields(form)

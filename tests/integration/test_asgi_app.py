@@ -48,9 +48,12 @@ def b64(data: bytes) -> str:
 
 
 def assert_error(response, status: int, code: str) -> dict:
+    """The one envelope, whichever layer answered: its code in the body and ``X-Error-Code``, its request id in
+    the body and ``X-Request-ID``."""
     assert response.status_code == status, response.text
     body = response.json()
     assert body["error"] == code and isinstance(body["detail"], str) and body["detail"]
+    assert response.headers["x-error-code"] == code and body["request_id"] == response.headers["x-request-id"]
     return body
 
 
@@ -355,7 +358,7 @@ def test_a_field_given_twice_is_422(client: TestClient, path: str) -> None:
 def test_decoder_errors_are_in_our_words(client: TestClient) -> None:
     bomb = assert_error(client.post("/infer", json={"image": b64(png_header_only(50_000, 50_000))}), 413,
                         "image_too_large")
-    assert bomb["detail"] == "image is over 178,956,970 pixels; the limit is 250,000"
+    assert bomb["detail"] == "image is 50000x50000 = 2,500,000,000 pixels; the limit is 250,000"  # its real size
     broken_tiff = b"II*\x00" + b"\xff" * 64
     for response in (client.post("/infer", json={"image": b64(broken_tiff), "bands": "1"}),
                      client.post("/jobs", files={"image": ("a.tif", broken_tiff, "image/tiff")})):
@@ -371,3 +374,35 @@ def test_job_routes_answer_any_id_in_the_envelope(client: TestClient) -> None:
     assert refused.status_code == 405 and {"DELETE", "GET"} <= set(refused.headers["allow"].split(", "))
     line_break = client.get("/jobs/0%0A1")  # BentoML's router keeps it from the job routes: its own 404, documented
     assert line_break.status_code == 404 and line_break.headers["content-type"].startswith("text/plain")
+
+
+def test_every_error_carries_the_request_id_the_client_gave(client: TestClient) -> None:
+    given = {"x-request-id": "trace-0042"}
+    for response in (client.post("/infer", json={"image": b64(encode(rgb_image(8, 8))), "scale_factor": 9},
+                                 headers=given),  # BentoML's validation, rewritten
+                     client.post("/upscale", content=b"{}", headers={**given, "content-type": "application/json"}),
+                     client.get("/jobs/" + "0" * 32, headers=given)):
+        assert response.status_code >= 400 and response.json()["request_id"] == "trace-0042"
+        assert response.headers["x-request-id"] == "trace-0042"
+    assert client.get("/health", headers=given).headers["x-request-id"] == "trace-0042"
+    unusable = client.get("/jobs/" + "0" * 32, headers={"x-request-id": "x" * 65})
+    assert len(assert_error(unusable, 404, "job_not_found")["request_id"]) == 32  # a new one instead
+
+
+@pytest.mark.parametrize("path", ["/upscale", "/jobs"])
+def test_an_upload_route_without_multipart_is_415(client: TestClient, path: str) -> None:
+    for headers in ({"content-type": "application/json"}, {}):
+        detail = assert_error(client.post(path, content=b'{"image": "x"}', headers=headers), 415,
+                              "unsupported_media_type")["detail"]
+        assert "multipart/form-data" in detail
+
+
+def test_a_valid_job_id_that_is_unknown_is_not_told_its_form(client: TestClient) -> None:
+    assert "32 hex" not in assert_error(client.get("/jobs/" + "0" * 32), 404, "job_not_found")["detail"]
+    assert "32 hex" in assert_error(client.get("/jobs/nope"), 404, "job_not_found")["detail"]
+
+
+def test_an_empty_upload_is_said_to_be_empty(client: TestClient) -> None:
+    for media_type in ("image/png", "application/octet-stream"):
+        response = client.post("/upscale", files={"image": ("a.png", b"", media_type)})
+        assert "empty" in assert_error(response, 422, "invalid_image")["detail"]

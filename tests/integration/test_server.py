@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -93,6 +95,25 @@ def assert_disconnect_stops_inference(server: Server) -> None:
     while metric_value(server, label) <= before and time.monotonic() < deadline:
         time.sleep(0.2)
     assert metric_value(server, label) == before + 1
+
+
+def test_a_request_the_http_server_cannot_parse_gets_the_envelope(server: Server) -> None:
+    """uvicorn refuses these before the application sees them; the answer is still ours, and counted."""
+    host, port = server.url.removeprefix("http://").split(":")
+    before = metric_value(server, 'hndsr_errors_total{error_type="malformed_request"}')
+    for request in (b"POST /infer HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+                    b"GET /health HTTP/1.1\r\nHost: x\r\nbroken header\r\n\r\n"):
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(request)
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower()
+        envelope = json.loads(body)
+        assert envelope["error"] == "malformed_request" and len(envelope["request_id"]) == 32
+        assert f"x-request-id: {envelope['request_id']}".encode() in head.lower()
+    assert metric_value(server, 'hndsr_errors_total{error_type="malformed_request"}') == before + 2
 
 
 def test_unknown_paths_do_not_grow_series(server: Server) -> None:

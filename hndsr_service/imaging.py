@@ -77,6 +77,7 @@ MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "
 PILLOW_OPTIONS = {"jpeg": {"format": "JPEG", "quality": 95},
                   "webp": {"format": "WEBP", "lossless": True, "method": 0, "quality": 0}}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_GREY, PNG_TRUECOLOUR = 0, 2  # the IHDR colour types
 PNG_UP = 2  # row filter "Up": each byte minus the byte above it, mod 256 (zeros above the first row)
 PNG_MAX_CHUNK = 2**31 - 1
 ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, "fastest" level; 0x7801 is a multiple of 31 as zlib requires
@@ -122,8 +123,8 @@ def accepted_weights(accept: str) -> dict[str, float]:
 
 
 def encode(image: np.ndarray, fmt: str, uncertainty: np.ndarray | None = None) -> bytes:
-    """``(H, W, 3) uint8`` -> file bytes in ``fmt`` (a plain TIFF has no georeferencing to keep); a TIFF also
-    carries ``uncertainty`` (``(H, W)`` float32) as its last band, which no other format can."""
+    """``(H, W, 3)`` RGB or ``(H, W)`` grey ``uint8`` -> file bytes in ``fmt`` (a plain TIFF has no georeferencing
+    to keep); a TIFF also carries ``uncertainty`` (``(H, W)`` float32) as its last band, which no other format can."""
     if fmt == "tiff":
         return array_to_tiff(image, uncertainty)
     if uncertainty is not None:
@@ -136,7 +137,7 @@ def encode(image: np.ndarray, fmt: str, uncertainty: np.ndarray | None = None) -
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """``(H, W, 3) uint8`` -> an 8-bit RGB PNG: every row "Up"-filtered (one NumPy subtraction) and deflated
+    """``(H, W, 3)`` or ``(H, W)`` ``uint8`` -> an 8-bit RGB or grey PNG: every row "Up"-filtered (one NumPy subtraction) and deflated
     by ISA-L at level 1, which releases the GIL while it works, in strips on the host's cores (:func:`deflate`).
 
     10-15 ms for a 1024x1024 super-resolved output in one strip, against 90-180 ms for Pillow at
@@ -144,14 +145,16 @@ def encode_png(image: np.ndarray) -> bytes:
     than both. fpng was 6 ms but holds the GIL throughout (stalling the event loop) and 30 % larger
     (docs/throughput.md).
     """
-    height, width, _ = image.shape
-    rows = np.ascontiguousarray(image).reshape(height, width * 3)
-    filtered = np.empty((height, width * 3 + 1), np.uint8)
+    height, width = image.shape[:2]
+    channels = image.shape[2] if image.ndim == 3 else 1
+    rows = np.ascontiguousarray(image).reshape(height, width * channels)
+    filtered = np.empty((height, width * channels + 1), np.uint8)
     filtered[:, 0] = PNG_UP
     filtered[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps, as PNG's filters do
     data = memoryview(deflate(filtered))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit truecolour, deflate, no interlace
+    colour = PNG_TRUECOLOUR if channels == 3 else PNG_GREY
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)  # 8-bit, deflate, no interlace
     idat = [_png_chunk(b"IDAT", data[i : i + PNG_MAX_CHUNK]) for i in range(0, len(data), PNG_MAX_CHUNK)]
     return b"".join([PNG_SIGNATURE, _png_chunk(b"IHDR", header), *idat, _png_chunk(b"IEND", b"")])
 

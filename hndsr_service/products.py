@@ -149,6 +149,8 @@ def _admit(width: int, height: int, scale: int, settings: Settings) -> None:
 
 
 def quicklook(product: Path) -> np.ndarray:
-    """An 8-bit RGB view of a raster product (for PNG/JPEG/WebP answers to a TIFF input)."""
+    """An 8-bit view of a raster product (for PNG/JPEG/WebP answers to a TIFF input): grey for one band, else
+    RGB of its first three."""
     with open_raster(product) as src:
-        return to_rgb8(np.moveaxis(src.read(), 0, -1))
+        view = to_rgb8(np.moveaxis(src.read(), 0, -1))
+        return view[..., 0] if src.count == 1 else view

@@ -362,6 +362,10 @@
     loadFile(file);
   });
 
+  // The hint describes the model selected (each option's text is in the hint's data attributes).
+  const modelHint = $("model-hint");
+  el.model.addEventListener("change", () => { modelHint.textContent = modelHint.dataset[el.model.value] || ""; });
+
   const scaleValue = () => Number(el.scale.value);
   el.scale.addEventListener("change", () => {
     if (input.width && !result) setOutputSize(input.width * scaleValue(), input.height * scaleValue(), true);

@@ -247,3 +247,22 @@ def test_phone_sized_viewport(opened: tuple[Any, PageLog]) -> None:
     assert viewer["width"] <= 390 and viewer["height"] >= 300
     shot(page, "9-phone", full_page=True)
     assert log.console_errors == []
+
+
+@pytest.mark.parametrize("opened", [{"viewport": DESKTOP}, PHONE], indirect=True)
+def test_the_model_select_shows_its_whole_name_and_a_hint_for_it(opened: tuple[Any, PageLog]) -> None:
+    page, log = opened
+    fits = """() => {
+        const select = document.getElementById("model");
+        const text = document.createElement("canvas").getContext("2d");
+        text.font = getComputedStyle(select).font;
+        return [...select.options].every((o) => text.measureText(o.text).width + 28 <= select.clientWidth);
+    }"""
+    assert page.evaluate(fits)  # every option's text and the arrow fit the control
+    hint = page.locator("#model-hint")
+    assert "uncertainty map" in hint.inner_text()
+    page.select_option("#model", "real")
+    assert "sensor blur" in hint.inner_text()
+    page.select_option("#model", "bicubic")
+    assert "uncertainty map" in hint.inner_text()
+    assert log.console_errors == []

@@ -406,3 +406,13 @@ def test_an_empty_upload_is_said_to_be_empty(client: TestClient) -> None:
     for media_type in ("image/png", "application/octet-stream"):
         response = client.post("/upscale", files={"image": ("a.png", b"", media_type)})
         assert "empty" in assert_error(response, 422, "invalid_image")["detail"]
+
+
+def test_a_one_band_raster_gets_a_grey_quicklook(client: TestClient) -> None:
+    raster = io.BytesIO()
+    tifffile.imwrite(raster, (np.arange(24 * 32, dtype=np.uint16).reshape(24, 32) * 50))
+    response = client.post("/upscale", files={"image": ("pan.tif", raster.getvalue(), "image/tiff")},
+                           data={"scale_factor": "2", "output_format": "png"})
+    assert response.status_code == 200, response.text
+    with Image.open(io.BytesIO(response.content)) as png:
+        assert png.mode == "L" and png.size == (64, 48)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
 from rasterio.io import MemoryFile
 
 from hndsr_model.data import to_rgb8
@@ -118,6 +119,16 @@ def test_png_encoder_is_lossless_for_pillow_and_libpng(shape: tuple[int, int]) -
     assert np.array_equal(decode_image(data, 10**6), image)  # Pillow checks every chunk's CRC
     with MemoryFile(data) as memory, memory.open() as png:  # GDAL's PNG driver reads through libpng
         assert png.driver == "PNG" and np.array_equal(np.moveaxis(png.read(), 0, -1), image)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (33, 47)])
+def test_a_grey_image_is_a_grey_png(shape: tuple[int, int]) -> None:
+    image = np.random.default_rng(sum(shape)).integers(0, 256, shape, np.uint8)
+    data = encode_as(image, "png")
+    with Image.open(io.BytesIO(data)) as png:
+        assert png.mode == "L" and np.array_equal(np.asarray(png), image)
+    with MemoryFile(data) as memory, memory.open() as png:
+        assert png.count == 1 and np.array_equal(png.read(1), image)
 
 
 @pytest.mark.parametrize("strips", [2, 3, 7])

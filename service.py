@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-import numpy as np
 from bentoml.exceptions import NotFound
 from bentoml.validators import ContentType
 
-from hndsr_model.options import DEFAULT_UNCERTAINTY_SAMPLES, DEFAULT_VARIANT, UpscaleOptions
+from hndsr_model.options import DEFAULT_UNCERTAINTY_SAMPLES, DEFAULT_VARIANT
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.weights import WeightsError, variant_paths
 from hndsr_service import guards, imaging, malformed, metrics, openapi, ratelimit, uploads
@@ -32,7 +31,7 @@ from hndsr_service.jobs.routes import job_routes
 from hndsr_service.jobs.store import open_store
 from hndsr_service.jobs.worker import JobWorker
 from hndsr_service.probes import build_probe_app
-from hndsr_service.products import Product, ProductRequest, make_product, variant_pipeline
+from hndsr_service.products import Product, ProductRequest, make_product, variant_pipeline, warm_up
 from hndsr_service.schemas import (
     Bands,
     Base64Image,
@@ -127,7 +126,7 @@ class HNDSR:
         pipeline = HNDSRPipeline.from_pretrained(
             weights, device=settings.device, tile_size=settings.tile_size, tile_overlap=settings.tile_overlap,
             tile_batch=settings.tile_batch, batch_wait_ms=settings.batch_wait_ms)
-        pipeline.upscale(np.zeros((32, 32, 3), np.uint8), UpscaleOptions(4, ddim_steps=1, seed=0))  # warm-up
+        warm_up(pipeline, state.speed)
         return pipeline
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:

@@ -27,6 +27,7 @@ from hndsr_model.pipeline import CancelCheck, InferenceCancelled
 
 from . import metrics
 from .errors import ServiceError
+from .speed import Cost
 from .state import ServiceState
 from .threads import run_in_thread
 
@@ -120,17 +121,30 @@ class InferenceRunner:
         finally:
             self.slots.release()
 
-    async def run(self, work: Callable[[CancelCheck], R], disconnected: Callable[[], Awaitable[bool]]
-                  ) -> tuple[R, float]:
+    async def run(self, work: Callable[[CancelCheck], R], disconnected: Callable[[], Awaitable[bool]],
+                  cost: Cost | None = None) -> tuple[R, float]:
         """Run ``work(should_cancel)`` in a slot; returns its result and the inference time in seconds.
 
         One deadline, ``REQUEST_TIMEOUT_S`` from now, covers the wait for a slot and the work (the spec's
-        30 s): what needs longer is a scene job.
+        30 s): what needs longer is a scene job. Work whose ``cost`` the service's measured speed puts past
+        that deadline is refused at once (413), and what it took teaches the estimate.
         """
         timeout_s = self.state.settings.request_timeout_s
+        if cost is not None and self.state.settings.admit_by_speed:
+            self._admit(cost, timeout_s)
         deadline = time.monotonic() + timeout_s
         async with self.slot(timeout_s):
-            return await self._supervised(work, disconnected, deadline)
+            result, seconds = await self._supervised(work, disconnected, deadline)
+        if cost is not None:
+            self.state.speed.observe(cost, seconds)
+        return result, seconds
+
+    def _admit(self, cost: Cost, timeout_s: float) -> None:
+        estimate = self.state.speed.seconds(cost)
+        if estimate is not None and estimate > timeout_s:
+            raise ServiceError(413, "too_slow_for_sync", f"this request needs about {estimate:.0f} s at this "
+                               f"server's measured speed, over its {timeout_s:g} s deadline (REQUEST_TIMEOUT_S); "
+                               "submit it as a scene job (POST /jobs), which has no deadline")
 
     async def _supervised(self, work: Callable[[CancelCheck], R], disconnected: Callable[[], Awaitable[bool]],
                           deadline: float) -> tuple[R, float]:

@@ -40,7 +40,8 @@ STATUS_TEXT = {
     409: "The job has not succeeded, so it has no result (job_not_finished, job_has_no_result)",
     410: "The job was deleted, by a DELETE or JOB_RETENTION_H after it finished (job_deleted)",
     413: "Body over MAX_PAYLOAD_MB (payload_too_large), image over MAX_IMAGE_PIXELS or MAX_BANDS "
-         "(image_too_large), output over MAX_OUTPUT_PIXELS (output_too_large)",
+         "(image_too_large), output over MAX_OUTPUT_PIXELS (output_too_large), work this server's measured speed "
+         "puts past REQUEST_TIMEOUT_S (too_slow_for_sync: send it to /jobs)",
     415: "The body is not multipart/form-data (unsupported_media_type)",
     422: "Not an image the service can read (invalid_image), or parameters it refuses: a wrong type, a value "
          "out of range, an unknown field, bands the input does not have, an uncertainty map that the output format "

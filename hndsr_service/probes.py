@@ -71,6 +71,7 @@ def build_probe_app(state: ServiceState, routes: Sequence[BaseRoute] = (), gauge
             "torch": torch.__version__,
             "bentoml": bentoml.__version__,
             "device": state.device,
+            "speed": state.speed.seconds_per_megapixel(),
         })
 
     async def metrics_view(_: Request) -> Response:

@@ -13,6 +13,7 @@ without the map.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from . import imaging, metrics
 from .errors import ServiceError
 from .inference import InferenceRunner
 from .settings import Settings
+from .speed import Cost, SpeedEstimate, cost_of
 from .threads import run_in_thread
 
 
@@ -74,8 +76,8 @@ async def _image_product(pipeline: HNDSRPipeline, runner: InferenceRunner, setti
     _admit(width, height, options.scale, settings)
     fmt = _format(request, input_is_tiff=False)
     result, seconds = await runner.run(
-        lambda cancel: pipeline.upscale(image, options, should_cancel=cancel),
-        disconnected)
+        lambda cancel: pipeline.upscale(image, options, should_cancel=cancel), disconnected,
+        _cost(pipeline, options, pipeline.count_tiles(height, width), height, width))
     in_band = None if request.uncertainty_file else result.uncertainty
     content = await run_in_thread(imaging.encode, result.image, fmt, in_band)
     own_file = None
@@ -110,9 +112,20 @@ async def _raster_product(pipeline: HNDSRPipeline, runner: InferenceRunner, sett
                 uncertainty = own_file.read_bytes() if own_file.exists() else None
             return _Encoded(content, upscaler.tiles_total, uncertainty)
 
-        result, seconds = await runner.run(work, disconnected)
+        cost = _cost(pipeline, request.options, upscaler.tiles_total, src.height, src.width)
+        result, seconds = await runner.run(work, disconnected, cost)
         return Product(result.content, imaging.MEDIA_TYPES[fmt], (src.width, src.height), request.options.scale,
                        result.tiles, upscaler.seed, result.uncertainty), seconds
+
+
+def warm_up(pipeline: HNDSRPipeline, speed: SpeedEstimate) -> None:
+    """One full tile at x4 with a diffusion step, before the first request: the framework's one-time costs
+    (kernels chosen, memory pools) are paid here, and what it took is the speed estimate's (slow, so
+    conservative) start."""
+    options, side = UpscaleOptions(4, ddim_steps=1, seed=0), pipeline.tile_size
+    started = time.perf_counter()
+    result = pipeline.upscale(np.zeros((side, side, 3), np.uint8), options)
+    speed.observe(_cost(pipeline, options, result.tiles, side, side), time.perf_counter() - started)
 
 
 def variant_pipeline(pipelines: dict[str, HNDSRPipeline], variant: str) -> HNDSRPipeline:
@@ -141,6 +154,10 @@ def _format(request: ProductRequest, input_is_tiff: bool) -> str:
                            "image/tiff), which gets it as a last band, or use /infer, which returns it beside the "
                            "image")
     return fmt
+
+
+def _cost(pipeline: HNDSRPipeline, options: UpscaleOptions, tiles: int, height: int, width: int) -> Cost:
+    return cost_of(options, tiles, min(pipeline.tile_size, height), min(pipeline.tile_size, width))
 
 
 def _admit(width: int, height: int, scale: int, settings: Settings) -> None:

@@ -214,6 +214,10 @@ class Version(BaseModel):
     torch: str
     bentoml: str
     device: str
+    speed: dict[str, float] = Field(description="Seconds per million LR pixels of neural operator, by scale (x2..x8), "
+                                    "as this server measures them (from its warm-up, then every synchronous "
+                                    "request); a request that would take longer than REQUEST_TIMEOUT_S is refused "
+                                    "at once (413 too_slow_for_sync)")
 
 
 class JobAccepted(BaseModel):

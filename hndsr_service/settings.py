@@ -47,6 +47,9 @@ class Settings:
     max_output_pixels: int = 67_108_864
     max_concurrent: int = 4
     request_timeout_s: float = 30.0
+    # Refuse at once (413) synchronous work that the measured speed puts past request_timeout_s; false: start it,
+    # and stop it at the deadline (504).
+    admit_by_speed: bool = True
     # A request body that stalls this long answers 408 (slow clients must not hold their place forever).
     body_idle_timeout_s: float = 10.0
     drain_timeout_s: float = 30.0
@@ -176,6 +179,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_output_pixels=_parse(env, "MAX_OUTPUT_PIXELS", d.max_output_pixels, *positive_int),
         max_concurrent=_parse(env, "MAX_CONCURRENT", d.max_concurrent, *positive_int),
         request_timeout_s=_parse(env, "REQUEST_TIMEOUT_S", d.request_timeout_s, *positive_float),
+        admit_by_speed=_parse(env, "ADMIT_BY_SPEED", d.admit_by_speed, _boolean, lambda v: True, "true or false"),
         body_idle_timeout_s=_parse(env, "BODY_IDLE_TIMEOUT_S", d.body_idle_timeout_s, *positive_float),
         drain_timeout_s=_parse(env, "DRAIN_TIMEOUT_S", d.drain_timeout_s, *positive_float),
         tile_size=tile_size,
@@ -211,6 +215,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         replica_id=_parse(env, "REPLICA_ID", d.replica_id, str, lambda v: 0 < len(v) <= 200 and v.isprintable(),
                           "a printable name of at most 200 characters"),
     )
+
+
+def _boolean(raw: str) -> bool:
+    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if raw.lower() not in words:
+        raise ValueError(raw)
+    return words[raw.lower()]
 
 
 def _is_ip(value: str) -> bool:

@@ -21,6 +21,7 @@ from hndsr_model.weights import DEFAULT_VARIANT
 from . import metrics
 from .errors import ServiceError
 from .settings import Settings
+from .speed import SpeedEstimate
 
 DRAINING_RETRY_AFTER_S = 5
 MODEL_RETRY_AFTER_S = 30  # a model loads in seconds to a minute
@@ -37,6 +38,7 @@ class ServiceState:
         self._in_flight = 0
         self._running = 0
         self._draining = False
+        self.speed = SpeedEstimate()  # seconds per unit of work, learnt from the inferences answered
 
     # The model ------------------------------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ from rasterio.transform import from_origin
 ENDPOINTS = ("/infer", "/upscale", "/jobs")  # where the clients send; their hndsr_requests_total is compared
 SHED = 503  # overloaded: MAX_QUEUE_DEPTH requests in flight
 SLOW = 504  # queue_timeout / inference_timeout under load
+TOO_SLOW = 413  # too_slow_for_sync: the service's speed estimate, under this load, is past the deadline
 HAMMER_ADDRESS = "127.0.0.254"
 # A connection idle for 2 s is dropped by the client, well before the server's keep-alive timeout (5 s) can
 # close it under a request the client has just started sending on it (a transport error that is nobody's bug).
@@ -320,10 +321,12 @@ async def timed(kind: str, request: Awaitable[httpx.Response]) -> Outcome:
 
 # -- what each kind may be answered -------------------------------------------------------------------------
 
+# Valid work is answered, shed, stopped at its deadline, or refused at once when the measured speed (the load
+# included) puts it past the deadline.
+VALID = {200, SHED, SLOW, TOO_SLOW}
 DESIGNED: dict[str, set[int]] = {
-    "infer": {200, SHED, SLOW}, "upscale": {200, SHED, SLOW}, "geotiff": {200, SHED, SLOW},
-    "diffusion": {200, SHED, SLOW}, "slow_upload": {200, SHED, SLOW}, "slow_reader": {200, SHED, SLOW},
-    "abandoned": {200, SHED, SLOW}, "corrupt": {422, SHED}, "bomb": {413, SHED},
+    "infer": VALID, "upscale": VALID, "geotiff": VALID, "diffusion": VALID, "slow_upload": VALID,
+    "slow_reader": VALID, "abandoned": VALID, "corrupt": {422, SHED}, "bomb": {413, SHED},
     "oversized": {413, SHED}, "oversized_streamed": {413, SHED}, "rate_limited": {415, 429}, "at_rest": {200},
 }
 NORMAL_SPEED = ("infer", "upscale", "geotiff", "diffusion")  # accepted latency without deliberate slowness

@@ -401,7 +401,8 @@
   }
 
   // The synchronous API's answers that mean "this is work for a scene job" (413s, and 504 past the deadline).
-  const JOB_WORTHY = new Set(["image_too_large", "output_too_large", "payload_too_large", "inference_timeout"]);
+  const JOB_WORTHY = new Set(["image_too_large", "output_too_large", "payload_too_large", "too_slow_for_sync",
+                              "inference_timeout"]);
   const NO_JOBS = new Set([404, 405]);
 
   async function run() {
@@ -440,8 +441,9 @@
           // Too large or too long for the synchronous API: a job, where the service has them; else its answer.
           const err = await apiError(response);
           if (!JOB_WORTHY.has(err.code)) throw err;
-          response = await viaJob(err.code === "inference_timeout"
-            ? "The synchronous request ran out of time: continuing as a job…" : undefined);
+          const slow = { inference_timeout: "The synchronous request ran out of time: continuing as a job…",
+                         too_slow_for_sync: "Too long for a synchronous request here: running it as a job…" };
+          response = await viaJob(slow[err.code]);
           if (response === null) throw err;
         }
       }

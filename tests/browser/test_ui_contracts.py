@@ -55,7 +55,7 @@ class StandIn:
         self.jobs_documented = True
         self.jobs_enabled = True
         self.upscale_limit: int | None = None
-        self.upscale_times_out = False
+        self.upscale_refusal: tuple[int, str] | None = None  # (status, code): too long for the synchronous API
         settings = Settings(max_image_pixels=100_000, max_payload_mb=0.5, api_keys=(ApiKey(KEY),))
         self.app = Starlette(routes=[
             *ui_routes(settings),
@@ -84,9 +84,9 @@ class StandIn:
         form = await request.form()
         data = await form["image"].read()
         pixels = int(np.prod(tifffile.TiffFile(io.BytesIO(data)).pages[0].shape[:2]))
-        if self.upscale_times_out:
-            return JSONResponse({"error": "inference_timeout", "detail": "the request did not finish within 30 s"},
-                                status_code=504)
+        if self.upscale_refusal:
+            status, code = self.upscale_refusal
+            return JSONResponse({"error": code, "detail": "longer than the 30 s deadline"}, status_code=status)
         if self.upscale_limit is not None and pixels > self.upscale_limit:
             return JSONResponse({"error": "image_too_large", "detail": f"{pixels:,} pixels; the limit is "
                                  f"{self.upscale_limit:,}"}, status_code=413)
@@ -151,7 +151,7 @@ def page(browser: Any, stand_in: tuple[StandIn, str]) -> Iterator[Any]:
     service.jobs_documented = True
     service.jobs_enabled = True
     service.upscale_limit = None
-    service.upscale_times_out = False
+    service.upscale_refusal = None
     context = browser.new_context(accept_downloads=True, viewport=DESKTOP)
     page = context.new_page()
     log = PageLog()
@@ -284,10 +284,13 @@ def test_sync_413_without_jobs_shows_the_413(page: Any, stand_in: tuple[StandIn,
     assert service.calls == ["POST /upscale", "POST /jobs"]
 
 
-def test_sync_deadline_continues_as_a_job(page: Any, stand_in: tuple[StandIn, str], tmp_path: Path) -> None:
-    """504 inference_timeout: the work is longer than a synchronous request may take, so it becomes a job."""
+@pytest.mark.parametrize("refusal", [(504, "inference_timeout"), (413, "too_slow_for_sync")])
+def test_sync_deadline_continues_as_a_job(page: Any, stand_in: tuple[StandIn, str], tmp_path: Path,
+                                          refusal: tuple[int, str]) -> None:
+    """Past the deadline (504), or refused at once by the measured speed (413): the work is longer than a
+    synchronous request may take, so it becomes a job."""
     service, _ = stand_in
-    service.upscale_times_out = True
+    service.upscale_refusal = refusal
     page.fill("#api-key", KEY)
     page.set_input_files("#file", str(small_geotiff(tmp_path)))
     page.locator("#run:enabled").wait_for()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import importlib
 import io
+import re
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -218,7 +220,7 @@ def test_rate_limit_429(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def test_inference_timeout_stops_the_model(bentoml_home: Path, monkeypatch: pytest.MonkeyPatch,
                                            batch_wait_ms: str) -> None:
     with service_client(monkeypatch, REQUEST_TIMEOUT_S="0.05", TILE_SIZE="32", TILE_OVERLAP="4",
-                        BATCH_WAIT_MS=batch_wait_ms) as c:
+                        BATCH_WAIT_MS=batch_wait_ms, ADMIT_BY_SPEED="false") as c:  # the work starts; the deadline stops it
         response = c.post("/infer", json={"image": b64(encode(rgb_image(256, 256))), "scale_factor": 4})
         assert_error(response, 504, "inference_timeout")
         assert 'hndsr_inference_cancelled_total{reason="timeout"}' in c.get("/metrics").text
@@ -416,3 +418,19 @@ def test_a_one_band_raster_gets_a_grey_quicklook(client: TestClient) -> None:
     assert response.status_code == 200, response.text
     with Image.open(io.BytesIO(response.content)) as png:
         assert png.mode == "L" and png.size == (64, 48)
+
+
+def test_work_past_the_deadline_at_the_measured_speed_is_refused_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                                          bentoml_home: Path) -> None:
+    """A deliberately slow configuration (small tiles, a 2 s deadline): the large request is refused before any
+    work, with the estimate; a small one is answered, and the estimate is on /version."""
+    with service_client(monkeypatch, REQUEST_TIMEOUT_S="2", TILE_SIZE="32", TILE_OVERLAP="8") as slow:
+        speed = slow.get("/version").json()["speed"]
+        assert set(speed) == {"x4"} and speed["x4"] > 0  # from the warm-up
+        big = {"image": b64(encode(rgb_image(240, 240))), "scale_factor": 8, "ddim_steps": 50}
+        started = time.monotonic()
+        refused = assert_error(slow.post("/infer", json=big), 413, "too_slow_for_sync")
+        assert time.monotonic() - started < 2 and "POST /jobs" in refused["detail"]
+        assert re.search(r"about \d+ s", refused["detail"])
+        assert slow.post("/infer", json={"image": b64(encode(rgb_image(16, 16))), "scale_factor": 2}).status_code == 200
+        assert set(slow.get("/version").json()["speed"]) == {"x2", "x4"}  # learnt from the answer

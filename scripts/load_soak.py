@@ -570,8 +570,8 @@ def print_report(result: dict) -> None:
         line = f"  at rest at {rest['at_s']:g} s: {rest['rss_mb']} MB"
         if rest["census"]:
             census, heap = rest["census"], rest["census"]["mallinfo2"]
-            line += (f"; {census['gc_objects']:,} Python objects; glibc heap {heap['arena'] / MB:.1f} MB "
-                     f"({heap['fordblks'] / MB:.1f} MB of it free) + {heap['hblkhd'] / MB:.1f} MB mmapped")
+            line += (f"; {census['gc_objects']:,} Python objects; malloc: {heap['uordblks'] / MB:.1f} MB in use, "
+                     f"{heap['fordblks'] / MB:.1f} MB free in its arenas, {heap['hblkhd'] / MB:.1f} MB mmapped")
         print(line)
     print(f"server hndsr_requests_total ({', '.join(ENDPOINTS)}): {result['server_requests_total']}")
     print(f"client answers: {result['client_answers']} + {result['abandoned']} abandoned")

@@ -17,7 +17,7 @@ import errno
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -115,27 +115,35 @@ class JobWorker:
     async def run_forever(self) -> None:
         next_housekeeping = next_gauges = 0.0
         while True:
-            try:
-                if time.monotonic() >= next_gauges:
+            ran = False
+            if time.monotonic() >= next_gauges:
+                next_gauges = time.monotonic() + GAUGES_S
+                with _logged():
                     await run_in_thread(self._read_gauges)
-                    next_gauges = time.monotonic() + GAUGES_S
-                if time.monotonic() >= next_housekeeping:
+            if time.monotonic() >= next_housekeeping:  # a sweep that fails (storage down) waits for the next one
+                next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+                with _logged():
                     await run_in_thread(self.housekeeping)
-                    next_housekeeping = time.monotonic() + HOUSEKEEPING_S
-                if self.state.ready and not self.stopping:
-                    job = await run_in_thread(self.store.claim, self.state.settings.replica_id, self.lease_s)
-                    if job is not None and self.stopping:  # the shutdown began while the claim was on its way
-                        await run_in_thread(self.store.release, job)
-                    elif job is not None:
-                        await self.run_job(job)
-                        continue
-            except (StoreUnavailable, StorageUnavailable) as exc:
-                logger.warning("scene-job worker waiting: %s", exc)
-            except Exception:  # a locked or full disk must not end the worker: log, wait, try again
-                logger.exception("scene-job worker error")
+            with _logged():
+                ran = await self._claim_and_run()
+            if ran:
+                continue
             self.wakeup.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
+
+    async def _claim_and_run(self) -> bool:
+        """Claim the next job and run it here; False when there was none to run."""
+        if not self.state.ready or self.stopping:
+            return False
+        job = await run_in_thread(self.store.claim, self.state.settings.replica_id, self.lease_s)
+        if job is not None and self.stopping:  # the shutdown began while the claim was on its way
+            await run_in_thread(self.store.release, job)
+            return False
+        if job is None:
+            return False
+        await self.run_job(job)
+        return True
 
     def housekeeping(self) -> None:
         """Expire the jobs past retention and delete the files of expired jobs (each to one replica at a time,
@@ -318,6 +326,17 @@ def _causes(exc: BaseException) -> str:
     while (exc := exc.__cause__ or exc.__context__) is not None:  # type: ignore[assignment]
         causes.append(f"{type(exc).__name__}: {exc}")
     return "; ".join(causes) or "no underlying error"
+
+
+@contextlib.contextmanager
+def _logged() -> Iterator[None]:
+    """A step of the worker's loop that fails is logged and tried again later: nothing ends the worker."""
+    try:
+        yield
+    except (StoreUnavailable, StorageUnavailable) as exc:
+        logger.warning("scene-job worker waiting: %s", exc)
+    except Exception:  # a locked or full disk, say
+        logger.exception("scene-job worker error")
 
 
 def record_params(fields: JobParams, options: UpscaleOptions) -> dict[str, Any]:

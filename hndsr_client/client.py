@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -27,6 +28,14 @@ def form_fields(options: UpscaleOptions) -> dict[str, str]:
               "bands": ",".join(map(str, options.bands)) if options.bands else None, "model": options.model,
               "return_uncertainty": json.dumps(options.uncertainty), "uncertainty_samples": options.uncertainty_samples}
     return {name: str(value) for name, value in fields.items() if value is not None}
+
+
+def progress_bar(label: str, total: int, done: int) -> tqdm:
+    """Tiles done of the job's total, with a rate and time left averaged over about the last 20 polls (the server
+    counts a tile row at a time)."""
+    return tqdm(total=total, initial=done, desc=label, unit="tile", smoothing=0.05,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tiles [{elapsed}<{remaining}, "
+                           "{rate_fmt}]")
 
 
 class HNDSRError(RuntimeError):
@@ -70,17 +79,17 @@ class JobsClient:
         on meanwhile."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         status = "unknown"
-        # The rate and ETA over the last ~20 polls: the server counts tiles a tile row at a time.
-        with tqdm(desc=f"job {job_id[:8]}", unit="tile", disable=not progress, smoothing=0.05,
-                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tiles "
-                             "[{elapsed}<{remaining}, {rate_fmt}]") as bar:
+        with contextlib.ExitStack() as stack:
+            bar: tqdm | None = None  # made at the first answer, so that it starts with the job's own figures
             while True:
                 job, wait_s = self._poll(job_id, poll_s)
                 if job is not None:
-                    status = job["status"]
-                    bar.set_description_str(f"job {job_id[:8]} {status}", refresh=False)
-                    bar.total = job["progress"]["tiles_total"]
-                    bar.update(job["progress"]["tiles_done"] - bar.n)
+                    status, done, total = job["status"], job["progress"]["tiles_done"], job["progress"]["tiles_total"]
+                    if progress and bar is None:
+                        bar = stack.enter_context(progress_bar(f"job {job_id[:8]} {status}", total, done))
+                    if bar is not None:
+                        bar.set_description_str(f"job {job_id[:8]} {status}", refresh=False)
+                        bar.update(done - bar.n)
                     if status == "succeeded":
                         return job
                     if status in FAILED:

@@ -482,6 +482,7 @@
     const statusUrl = job.status_url || `/jobs/${job.job_id}`;
     const resultUrl = job.result_url || `/jobs/${job.job_id}/result`;
     busy.jobUrl = `/jobs/${job.job_id}`;
+    const pace = { tiles: null, at: 0, rate: 0 }; // tiles per second, smoothed: the service counts a row at a time
     for (;;) {
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
       if (signal.aborted) throw new DOMException("cancelled", "AbortError");
@@ -499,14 +500,28 @@
         setStatus(`Job ${job.job_id} queued…`, null);
       } else {
         const fraction = Number.isFinite(p.fraction) ? p.fraction : (p.tiles_total ? p.tiles_done / p.tiles_total : 0);
+        const left = timeLeft(pace, p.tiles_done ?? 0, p.tiles_total);
         setStatus(`Job running: tiles ${fmtInt(p.tiles_done ?? 0)} / ${fmtInt(p.tiles_total ?? "?")} `
-          + `(${Math.round(fraction * 100)} %)`, fraction);
+          + `(${Math.round(fraction * 100)} %)${left ? ` · about ${left} left` : ""}`, fraction);
       }
     }
     busy.jobUrl = null;
     busy.resultUrl = resultUrl;
     setStatus("Job done: fetching the result…", 1);
     return fetch(resultUrl, { headers: apiHeaders(), signal });
+  }
+
+  // The time a job has left at its pace so far (updated whenever the service counts more tiles); "" until known.
+  function timeLeft(pace, done, total) {
+    const now = performance.now();
+    if (pace.tiles !== null && done > pace.tiles) {
+      const rate = (done - pace.tiles) / ((now - pace.at) / 1000);
+      pace.rate = pace.rate ? 0.7 * pace.rate + 0.3 * rate : rate;
+    }
+    if (pace.tiles === null || done > pace.tiles) Object.assign(pace, { tiles: done, at: now });
+    if (!pace.rate || !total) return "";
+    const seconds = (total - done) / pace.rate;
+    return seconds < 90 ? `${Math.max(1, Math.round(seconds))} s` : `${Math.round(seconds / 60)} min`;
   }
 
   // A result larger than this is not downloaded into the page: its quick-look is read by HTTP ranges (a COG's

@@ -213,6 +213,7 @@ def test_large_raster_goes_to_jobs_with_tile_progress(page: Any, stand_in: tuple
         time.sleep(0.1)
     assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
     assert any("tiles 2 / 4 (50 %)" in text for text in seen), seen
+    assert any(re.search(r"tiles 3 / 4 \(75 %\) · about \d+ s left", text) for text in seen), seen  # the pace
     assert page.locator("#after").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1200, 1200]
     assert service.calls[0] == "POST /jobs" and service.calls[-1] == "GET /jobs/<id>/result"
     assert "POST /upscale" not in service.calls

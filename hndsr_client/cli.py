@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from hndsr_model.options import (
@@ -69,8 +69,10 @@ def run_submit(args: argparse.Namespace, options: UpscaleOptions) -> int:
               file=sys.stderr)
         return 1
     except httpx.TransportError as exc:
-        print(f"error: cannot reach the HNDSR service at {args.url} ({exc or type(exc).__name__}); is it running? "
-              "(scripts/serve starts one)", file=sys.stderr)
+        reason = exc or type(exc).__name__
+        print(f"error: cannot reach the HNDSR service at {args.url} ({reason}); is it running? (scripts/serve "
+              "starts one)" if job_id is None else f"error: job {job_id}: the connection to {args.url} was lost "
+              f"({reason}); the job goes on there: `curl {args.url}/jobs/{job_id}`", file=sys.stderr)
         return 1
     except OSError as exc:  # reading the input, writing the output
         print(f"error: {exc}", file=sys.stderr)
@@ -126,16 +128,27 @@ def add_model_options(parser: argparse.ArgumentParser, inputs: str, outputs: str
                         help="with --ddim-steps > 0: the seeded diffusion samples behind the map")
 
 
-def version_line() -> str:
-    models = ", ".join(f"{variant} {number}" for variant, number in shipped_versions().items())
-    return f"hndsr {version('hndsr')} (models: {models})"
+class ShowVersion(argparse.Action):
+    """``--version``: the package's and the shipped models' versions, read only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        try:
+            package = version("hndsr")
+        except PackageNotFoundError:  # run from a folder that was not installed (pip install -e .)
+            package = "(not installed)"
+        models = ", ".join(f"{variant} {number}" for variant, number in shipped_versions().items())
+        print(f"hndsr {package} (models: {models})")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
     formatter = HelpWithDefaults
     parser = argparse.ArgumentParser(prog="hndsr", description="HNDSR: super-resolution of satellite and aerial "
                                      "images and georeferenced rasters, x2 to x8", formatter_class=formatter)
-    parser.add_argument("--version", action="version", version=version_line())
+    parser.add_argument("--version", action=ShowVersion)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{upscale,submit}")
     up = sub.add_parser("upscale", help="super-resolve an image, a GeoTIFF or a folder here",
                         description="Super-resolve here: a TIFF/GeoTIFF to a .tif becomes a georeferenced COG "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,15 @@ FAILED = ("failed", "cancelled")
 
 
 def form_fields(options: UpscaleOptions) -> dict[str, str]:
-    """The options as the form fields of ``/upscale`` and ``/jobs`` (the server reads each one as JSON)."""
-    fields = {"scale_factor": options.scale, "ddim_steps": options.ddim_steps, "seed": options.seed,
-              "bands": ",".join(map(str, options.bands)) if options.bands else None, "model": options.model,
-              "return_uncertainty": json.dumps(options.uncertainty), "uncertainty_samples": options.uncertainty_samples}
+    """The options as the form fields of ``/upscale`` and ``/jobs`` (the server reads each one as JSON); those at
+    their default are left out, so that a server older than an option still takes requests that do not use it."""
+    default = UpscaleOptions()
+    fields = {"scale_factor": options.scale,
+              "ddim_steps": options.ddim_steps if options.ddim_steps != default.ddim_steps else None,
+              "seed": options.seed, "bands": ",".join(map(str, options.bands)) if options.bands else None,
+              "model": options.model if options.model != default.model else None,
+              "return_uncertainty": json.dumps(True) if options.uncertainty else None,
+              "uncertainty_samples": options.uncertainty_samples if options.uncertainty else None}
     return {name: str(value) for name, value in fields.items() if value is not None}
 
 
@@ -61,6 +67,8 @@ class JobsClient:
         """Upload a raster (streamed from disk) as a job; returns its id. The job's parameters are ``options``, or
         :class:`UpscaleOptions` made of ``fields`` (``scale=2, bands=(4, 3, 2)``): with ``uncertainty`` the result
         carries the uncertainty map as its last band; ``model`` picks the shipped weights."""
+        if options is not None and fields:
+            raise TypeError("give the options, or their fields, not both")
         options = options or UpscaleOptions(**fields)
         with Path(path).open("rb") as raster:
             response = self.http.post("/jobs", data=form_fields(options),
@@ -126,8 +134,12 @@ class JobsClient:
             part.replace(dest)
         finally:
             part.unlink(missing_ok=True)
-        if delete_after:
-            self.cancel(job_id)
+        if delete_after:  # the result is safe here: failing to delete it there is the server's to expire later
+            try:
+                self.cancel(job_id)
+            except (HNDSRError, httpx.HTTPError) as exc:
+                warnings.warn(f"job {job_id} was downloaded but not deleted from the service ({exc}); it expires "
+                              "there after the service's retention", stacklevel=2)
         return dest
 
     def cancel(self, job_id: str) -> dict[str, Any]:

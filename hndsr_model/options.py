@@ -46,8 +46,12 @@ class UpscaleOptions:
             _check("seed", self.seed, range(MAX_SEED + 1))
         if self.model not in VARIANTS:
             raise ValueError(f"model: {self.model!r} is not one of {', '.join(VARIANTS)}")
-        if self.bands is not None and (not self.bands or min(self.bands) < 1):
-            raise ValueError("bands: 1-based band numbers, at least one")
+        if isinstance(self.bands, str):  # "4,3,2", as the CLI and the form fields write them
+            object.__setattr__(self, "bands", parse_bands(self.bands))
+        elif isinstance(self.bands, list):
+            object.__setattr__(self, "bands", tuple(self.bands))
+        if self.bands is not None and (not self.bands or not all(_is_whole(b) and b >= 1 for b in self.bands)):
+            raise ValueError(f"bands: 1-based band numbers, at least one, got {self.bands!r}")
 
     def seeded(self) -> UpscaleOptions:
         """These options with the seed their output is made with: the one place a random seed is chosen.
@@ -74,8 +78,12 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
     return bands
 
 
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check(name: str, value: int, allowed: range) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
+    if not _is_whole(value) or value not in allowed:
         raise ValueError(f"{name}: a whole number in {allowed.start}..{allowed.stop - 1}, got {value!r}")
 
 

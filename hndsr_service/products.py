@@ -32,6 +32,8 @@ from .settings import Settings
 from .speed import Cost, SpeedEstimate, cost_of
 from .threads import run_in_thread
 
+WARM_UP_SIDE = 512  # a larger TILE_SIZE would make start-up slow for no better estimate (it counts pixels)
+
 
 @dataclass(frozen=True)
 class ProductRequest:
@@ -119,13 +121,16 @@ async def _raster_product(pipeline: HNDSRPipeline, runner: InferenceRunner, sett
 
 
 def warm_up(pipeline: HNDSRPipeline, speed: SpeedEstimate) -> None:
-    """One full tile at x4 with a diffusion step, before the first request: the framework's one-time costs
-    (kernels chosen, memory pools) are paid here, and what it took is the speed estimate's (slow, so
-    conservative) start."""
-    options, side = UpscaleOptions(4, ddim_steps=1, seed=0), pipeline.tile_size
+    """A whole tile (at most 512 pixels a side) at x4 with a diffusion step, twice, before the first request: the
+    first pays the framework's one-time costs (kernels chosen, memory pools), the second's time starts the speed
+    estimate."""
+    options, side = UpscaleOptions(4, ddim_steps=1, seed=0), min(pipeline.tile_size, WARM_UP_SIDE)
+    image = np.zeros((side, side, 3), np.uint8)
+    pipeline.upscale(image, options)
     started = time.perf_counter()
-    result = pipeline.upscale(np.zeros((side, side, 3), np.uint8), options)
-    speed.observe(_cost(pipeline, options, result.tiles, side, side), time.perf_counter() - started)
+    result = pipeline.upscale(image, options)
+    cost = cost_of(options, result.tiles, side, side, whole_tiles=True)
+    speed.observe(cost, time.perf_counter() - started)
 
 
 def variant_pipeline(pipelines: dict[str, HNDSRPipeline], variant: str) -> HNDSRPipeline:
@@ -157,7 +162,8 @@ def _format(request: ProductRequest, input_is_tiff: bool) -> str:
 
 
 def _cost(pipeline: HNDSRPipeline, options: UpscaleOptions, tiles: int, height: int, width: int) -> Cost:
-    return cost_of(options, tiles, min(pipeline.tile_size, height), min(pipeline.tile_size, width))
+    tile = pipeline.tile_size
+    return cost_of(options, tiles, min(tile, height), min(tile, width), whole_tiles=height >= tile and width >= tile)
 
 
 def _admit(width: int, height: int, scale: int, settings: Settings) -> None:

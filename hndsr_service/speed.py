@@ -3,9 +3,10 @@ is refused at once (with the estimate, and ``/jobs`` as the way) instead of afte
 
 The unit of work is one LR pixel through the neural operator (tiles x the tile's pixels); a diffusion step costs
 :data:`DIFFUSION_STEP_COST` of that per sample. The seconds per unit are learnt per scale from the requests the
-service answers (an exponential average: the machine's load is in it), starting from the start-up warm-up, a
-first call that pays the framework's one-time costs: a slow, conservative start. A scale not yet seen borrows
-the slowest scale seen (the operator's cost hardly depends on the scale: the trunk runs at the LR size).
+service answers (an exponential average: the machine's load is in it), starting from the start-up warm-up. Only
+work that fills at least one whole tile teaches it: a small image's time is mostly the fixed cost of a call, and
+counted per pixel it would make every large request look too slow. A scale not yet seen borrows the slowest
+scale seen (the operator's cost hardly depends on the scale: the trunk runs at the LR size).
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ class Cost:
 
     scale: int
     units: float
+    teaches: bool = True  # whether its time is a fair sample of the speed (see the module's docstring)
 
 
-def cost_of(options: UpscaleOptions, tiles: int, tile_height: int, tile_width: int) -> Cost:
+def cost_of(options: UpscaleOptions, tiles: int, tile_height: int, tile_width: int, whole_tiles: bool) -> Cost:
     samples = options.uncertainty_samples if options.uncertainty and options.ddim_steps else 1
     passes = 1 + options.ddim_steps * DIFFUSION_STEP_COST * samples
-    return Cost(options.scale, tiles * tile_height * tile_width * passes)
+    return Cost(options.scale, tiles * tile_height * tile_width * passes, whole_tiles)
 
 
 class SpeedEstimate:
@@ -41,6 +43,8 @@ class SpeedEstimate:
         self._lock = threading.Lock()
 
     def observe(self, cost: Cost, seconds: float) -> None:
+        if not cost.teaches:
+            return
         per_unit = seconds / max(cost.units, 1.0)
         with self._lock:
             known = self._seconds_per_unit.get(cost.scale)

@@ -435,11 +435,11 @@ async def drive(url: str, args: argparse.Namespace, payloads: Payloads, worker: 
 
     async def measure_while_running() -> None:
         await asyncio.sleep(args.warmup)
-        while time.monotonic() < deadline:
+        while True:  # once warm, then every --rest-every seconds while the load lasts
             gate.clear()
             await measure()
             gate.set()
-            if not args.rest_every:
+            if not args.rest_every or time.monotonic() + args.rest_every >= deadline:
                 return
             await asyncio.sleep(args.rest_every)
 
@@ -568,7 +568,7 @@ def print_report(result: dict) -> None:
           f"{rss['under_load_after_warmup']}, at the end {rss['under_load_end']}; max {rss['max']}")
     for rest in result["at_rest"]:
         line = f"  at rest at {rest['at_s']:g} s: {rest['rss_mb']} MB"
-        if rest["census"]:
+        if rest["census"] and "mallinfo2" in rest["census"]:
             census, heap = rest["census"], rest["census"]["mallinfo2"]
             line += (f"; {census['gc_objects']:,} Python objects; malloc: {heap['uordblks'] / MB:.1f} MB in use, "
                      f"{heap['fordblks'] / MB:.1f} MB free in its arenas, {heap['hblkhd'] / MB:.1f} MB mmapped")

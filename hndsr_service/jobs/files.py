@@ -226,8 +226,10 @@ class S3Files(JobFiles):
                 try:
                     for chunk in body.iter_chunks(CHUNK_BYTES):
                         position += len(chunk)
+                        deadline = None  # reading again: the next interruption gets all the patience
                         yield chunk
                 except BotoCoreError as exc:  # the connection reset or timed out mid-body
+                    body.close()
                     deadline = deadline or time.monotonic() + self.patience_s
                     if time.monotonic() > deadline:
                         raise StorageUnavailable(f"object storage s3://{self.bucket} cut the result off at byte "

@@ -48,6 +48,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 RUNNING = JobStatus.RUNNING.value
+PURGE_BATCH = 100  # expired jobs a sweep takes at once: what it can delete well within the retry time
 FINISHED = "('succeeded', 'failed', 'cancelled')"
 CLAIMABLE = "(status = 'queued' OR (status = 'running' AND heartbeat_at < {now} - %s))"
 
@@ -153,9 +154,11 @@ class JobStore(ABC):
         """Finished, expired jobs whose files are still to be deleted, each returned to one caller only; one
         that has not said :meth:`mark_purged` within ``retry_after_s`` (its storage failed, its replica died)
         is returned again."""
-        rows = self._rows("UPDATE jobs SET purge_claimed_at = {now} WHERE expired = 1 AND purged = 0 "
-                          f"AND status IN {FINISHED} AND (purge_claimed_at IS NULL OR purge_claimed_at < "
-                          "{now} - %s) RETURNING id", (retry_after_s,))
+        purgeable = (f"expired = 1 AND purged = 0 AND status IN {FINISHED} AND (purge_claimed_at IS NULL OR "
+                     "purge_claimed_at < {now} - %s)")
+        rows = self._rows(f"UPDATE jobs SET purge_claimed_at = {{now}} WHERE id IN (SELECT id FROM jobs WHERE "
+                          f"{purgeable} LIMIT {PURGE_BATCH} {self.skip_locked}) AND {purgeable} RETURNING id",
+                          (retry_after_s, retry_after_s))
         return [row["id"] for row in rows]
 
     @staticmethod

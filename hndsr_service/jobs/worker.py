@@ -189,11 +189,11 @@ class JobWorker:
             return
         if status is JobStatus.SUCCEEDED:
             await run_in_thread(self.files.drop_checkpoints, job.id)
-        expired = (await self._patiently(lambda: self.store.get(job.id))).expired  # type: ignore[union-attr]
-        if status is not JobStatus.SUCCEEDED or expired:  # no result; or deleted by its client while it ran
+        if status is not JobStatus.SUCCEEDED:  # no result (an expired one's record is then purged by a sweep)
             await run_in_thread(self.files.delete, job.id)
-            if expired:
-                await run_in_thread(self.store.mark_purged, job.id)
+        elif getattr(await self._patiently(lambda: self.store.get(job.id)), "expired", False):
+            await run_in_thread(self.files.delete, job.id)  # deleted by its client while it ran
+            await run_in_thread(self.store.mark_purged, job.id)
         metrics.JOB_SECONDS.labels(status=status.value).observe(time.perf_counter() - started)
         if error:
             metrics.JOB_FAILURES.labels(reason=metrics.job_failure_reason(error["error"])).inc()

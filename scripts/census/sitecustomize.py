@@ -48,9 +48,27 @@ def _malloc_info_totals(path: str) -> list[str]:
 
 
 def _census(_signum: int, _frame: object) -> None:
+    """Runs in the worker's main thread wherever the signal found it: it must never raise there."""
+    import json
+
+    assert CENSUS_DIR is not None
+    try:
+        report = _take_census()
+    except Exception as exc:  # an older glibc without mallinfo2, a full disk: said in the file, not raised
+        report = {"pid": os.getpid(), "error": repr(exc)}
+    try:
+        count = sum(1 for name in os.listdir(CENSUS_DIR) if name.startswith(f"census-{os.getpid()}-"))
+        target = os.path.join(CENSUS_DIR, f"census-{os.getpid()}-{count}.json")
+        with open(target + ".part", "w") as out:
+            json.dump(report, out)
+        os.replace(target + ".part", target)  # the soak reads only whole files
+    except OSError:
+        pass  # the soak waits for the file and says none came
+
+
+def _take_census() -> dict:
     import collections
     import gc
-    import json
     import time
 
     assert CENSUS_DIR is not None
@@ -58,14 +76,9 @@ def _census(_signum: int, _frame: object) -> None:
     objects = gc.get_objects()
     types = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objects)
     del objects
-    count = sum(1 for name in os.listdir(CENSUS_DIR) if name.startswith(f"census-{os.getpid()}-"))
-    report = {"pid": os.getpid(), "time": time.time(), "gc_objects": sum(types.values()),
-              "top_types": types.most_common(TOP_TYPES), "mallinfo2": _mallinfo2(),
-              "malloc_info_totals": _malloc_info_totals(os.path.join(CENSUS_DIR, f".malloc-{os.getpid()}.xml"))}
-    target = os.path.join(CENSUS_DIR, f"census-{os.getpid()}-{count}.json")
-    with open(target + ".part", "w") as out:
-        json.dump(report, out)
-    os.replace(target + ".part", target)  # the soak reads only whole files
+    return {"pid": os.getpid(), "time": time.time(), "gc_objects": sum(types.values()),
+            "top_types": types.most_common(TOP_TYPES), "mallinfo2": _mallinfo2(),
+            "malloc_info_totals": _malloc_info_totals(os.path.join(CENSUS_DIR, f".malloc-{os.getpid()}.xml"))}
 
 
 if CENSUS_DIR:

@@ -433,4 +433,6 @@ def test_work_past_the_deadline_at_the_measured_speed_is_refused_at_once(monkeyp
         assert time.monotonic() - started < 2 and "POST /jobs" in refused["detail"]
         assert re.search(r"about \d+ s", refused["detail"])
         assert slow.post("/infer", json={"image": b64(encode(rgb_image(16, 16))), "scale_factor": 2}).status_code == 200
+        assert set(slow.get("/version").json()["speed"]) == {"x4"}  # not a whole tile: mostly a call's fixed cost
+        assert slow.post("/infer", json={"image": b64(encode(rgb_image(64, 64))), "scale_factor": 2}).status_code == 200
         assert set(slow.get("/version").json()["speed"]) == {"x2", "x4"}  # learnt from the answer

@@ -177,3 +177,16 @@ def test_an_unreachable_service_is_one_line(tmp_path: Path, capsys: pytest.Captu
     assert main(["submit", str(tmp_path / "scene.tif"), str(tmp_path / "o.tif"), "--url", "http://127.0.0.1:9"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: cannot reach the HNDSR service at http://127.0.0.1:9") and err.count("\n") == 1
+
+
+def test_a_result_downloaded_but_not_deleted_is_still_a_success(tmp_path: Path) -> None:
+    """The deletion after a download is the service's housekeeping: its failure is a warning, not an error."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE":
+            return httpx.Response(503, json={"error": "storage_unavailable", "detail": "retry shortly"})
+        return httpx.Response(200, content=b"II*\x00result")
+
+    client = JobsClient("http://hndsr.test")
+    client.http = httpx.Client(base_url="http://hndsr.test", transport=httpx.MockTransport(answer))
+    with pytest.warns(UserWarning, match="not deleted"):
+        assert client.download("0" * 32, tmp_path / "r.tif", delete_after=True).read_bytes() == b"II*\x00result"

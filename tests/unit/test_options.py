@@ -61,3 +61,20 @@ def test_bands_that_do_not_parse_are_the_clients_422() -> None:
     with pytest.raises(ServiceError) as refused:
         UpscaleFields(bands="3,3").options()
     assert refused.value.status == 422 and "twice" in refused.value.detail
+
+
+def test_bands_given_as_text_or_a_list_are_the_same_options() -> None:
+    assert UpscaleOptions(bands="4,3,2") == UpscaleOptions(bands=[4, 3, 2]) == UpscaleOptions(bands=(4, 3, 2))
+    with pytest.raises(ValueError, match="bands"):
+        UpscaleOptions(bands=("4", "3"))
+
+
+def test_a_client_gives_options_or_their_fields_not_both(tmp_path) -> None:
+    from hndsr_client.client import JobsClient
+
+    with JobsClient("http://127.0.0.1:9") as client, pytest.raises(TypeError, match="not both"):
+        client.submit(tmp_path / "scene.tif", UpscaleOptions(), scale=2)
+
+
+def test_fields_at_their_default_are_not_sent() -> None:
+    assert form_fields(UpscaleOptions(2)) == {"scale_factor": "2"}  # a server older than an option takes it

@@ -101,9 +101,10 @@ class HNDSR:
             self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             state.model_ready({variant: self._load(path) for variant, path in self._weights_paths().items()})
-            logger.info("HNDSR %s ready on %s", ", ".join(f"{variant} {p.version}" for variant, p
-                                                           in state.pipelines.items()), state.device)
-        except (WeightsError, NotFound, RuntimeError) as exc:
+            logger.info("HNDSR %s ready on %s, the operator in %s", ", ".join(
+                f"{variant} {p.version}" for variant, p in state.pipelines.items()), state.device,
+                state.pipeline.engine.name if state.pipeline else "nothing")
+        except (WeightsError, NotFound, RuntimeError) as exc:  # EngineUnavailable is a RuntimeError
             state.model_failed(f"model not loaded: {exc}")
             logger.error("%s", state.failure)
 
@@ -125,7 +126,7 @@ class HNDSR:
     def _load(weights: Path) -> HNDSRPipeline:
         pipeline = HNDSRPipeline.from_pretrained(
             weights, device=settings.device, tile_size=settings.tile_size, tile_overlap=settings.tile_overlap,
-            tile_batch=settings.tile_batch, batch_wait_ms=settings.batch_wait_ms)
+            tile_batch=settings.tile_batch, batch_wait_ms=settings.batch_wait_ms, engine=settings.inference_engine)
         warm_up(pipeline, state.speed)
         return pipeline
 

@@ -1,9 +1,11 @@
 """The ``hndsr`` command.
 
     hndsr upscale INPUT OUTPUT [--scale 4] [--model bicubic|real] [--bands 4,3,2] [--ddim-steps N] [--seed S]
-                  [--device auto|cpu|cuda] [--uncertainty [--uncertainty-samples N]]
+                  [--device auto|cpu|cuda] [--engine auto|torch|onnxruntime|openvino]
+                  [--uncertainty [--uncertainty-samples N]]
     hndsr submit INPUT OUTPUT [--url http://127.0.0.1:8000] [--scale 4] [...the same options] [--api-key KEY]
                  [--no-delete-after]
+    hndsr export-onnx OUT.onnx [--scale 4|all] [--model bicubic|real] [--tile 256] [--overlap 10] [--resolution 1000]
     hndsr --version
 
 ``upscale`` runs the model here (``local.py``); ``submit`` sends INPUT to a server as a scene job, shows its
@@ -20,8 +22,10 @@ from pathlib import Path
 
 from hndsr_model.options import (
     DDIM_STEPS,
+    DEFAULT_TILE_SIZE,
     DEFAULT_UNCERTAINTY_SAMPLES,
     DEFAULT_VARIANT,
+    ENGINES,
     SCALES,
     UNCERTAINTY_SAMPLES,
     VARIANTS,
@@ -42,6 +46,12 @@ def run_upscale(args: argparse.Namespace, options: UpscaleOptions) -> int:
     from .local import run_upscale as upscale_here  # PyTorch and rasterio: seconds to import
 
     return upscale_here(args, options)
+
+
+def run_export(args: argparse.Namespace, _: None) -> int:
+    from .local import run_export as export_here  # PyTorch and the ONNX exporter
+
+    return export_here(args)
 
 
 def run_submit(args: argparse.Namespace, options: UpscaleOptions) -> int:
@@ -80,6 +90,14 @@ def run_submit(args: argparse.Namespace, options: UpscaleOptions) -> int:
     band = job["output"].get("uncertainty_band")
     print(f"wrote {args.output}" + (f" (band {band}: the uncertainty map)" if band else ""))
     return 0
+
+
+def export_scales(text: str) -> tuple[int, ...]:
+    if text == "all":
+        return tuple(SCALES)
+    if text.isdigit() and int(text) in SCALES:
+        return (int(text),)
+    raise argparse.ArgumentTypeError(f"a scale in {span(SCALES)}, or all, got {text!r}")
 
 
 def band_list(text: str) -> tuple[int, ...]:
@@ -149,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hndsr", description="HNDSR: super-resolution of satellite and aerial "
                                      "images and georeferenced rasters, x2 to x8", formatter_class=formatter)
     parser.add_argument("--version", action=ShowVersion)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{upscale,submit}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{upscale,submit,export-onnx}")
     up = sub.add_parser("upscale", help="super-resolve an image, a GeoTIFF or a folder here",
                         description="Super-resolve here: a TIFF/GeoTIFF to a .tif becomes a georeferenced COG "
                         "(any size, by windows); other images by OUTPUT's suffix (PNG, JPEG, WebP); a folder gets a "
@@ -160,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                     help="where the model runs (auto: a GPU when there is one)")
     up.add_argument("--weights", type=Path, default=None, help="a weights file to use instead of --model's")
-    up.set_defaults(func=run_upscale)
+    up.add_argument("--engine", default="auto", choices=ENGINES,
+                    help="what runs the neural operator (auto: ONNX Runtime on the CPU, PyTorch on a GPU)")
+    up.set_defaults(func=run_upscale, prepare=options_of)
     submit = sub.add_parser("submit", help="super-resolve a raster on a server, as a scene job",
                             description="Send a raster to an HNDSR service as a scene job, follow its progress "
                             "and download the Cloud-Optimized GeoTIFF. Ctrl-C cancels the job.",
@@ -171,15 +191,36 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--api-key", default=None, help="when the service sets API_KEYS")
     submit.add_argument("--delete-after", action=argparse.BooleanOptionalAction, default=True,
                         help="delete the job from the service once its result is downloaded")
-    submit.set_defaults(func=run_submit)
+    submit.set_defaults(func=run_submit, prepare=options_of)
+    add_export_parser(sub, formatter)
     return parser
+
+
+def add_export_parser(sub: argparse._SubParsersAction, formatter: type[argparse.HelpFormatter]) -> None:
+    export = sub.add_parser("export-onnx", help="write the model as an ONNX file (ONNX Runtime, QGIS Deepness)",
+                            description="Write the neural operator for one scale as a self-contained ONNX model: "
+                            "input (1, 3, T, T) float32 RGB in 0..1, output (1, 3, T*S, T*S) in 0..1, with the "
+                            "metadata QGIS's Deepness plugin reads. ONNX Runtime alone runs it; the file is checked "
+                            "against PyTorch before it is kept.", formatter_class=formatter)
+    export.add_argument("output", type=Path,
+                        help="the .onnx file; with --scale all, a folder that gets hndsr-<model>-x<S>.onnx")
+    export.add_argument("--scale", type=export_scales, default="4", metavar=f"{span(SCALES)}|all",
+                        help="the upscaling factor, or all of them")
+    export.add_argument("--model", choices=VARIANTS, default=DEFAULT_VARIANT, help="the shipped weights")
+    export.add_argument("--weights", type=Path, default=None, help="a weights file to use instead of --model's")
+    export.add_argument("--tile", type=int, default=DEFAULT_TILE_SIZE, help="the square input tile's side, pixels")
+    export.add_argument("--overlap", type=int, default=10, help="Deepness's overlap of tiles, percent of a tile")
+    export.add_argument("--resolution", type=float, default=1000.0,
+                        help="the ground resolution Deepness resamples a layer to, cm per input pixel (1000: "
+                             "Sentinel-2's 10 m); set your imagery's")
+    export.set_defaults(func=run_export, prepare=lambda _: None)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        options = options_of(args)
+        options = args.prepare(args)
     except ValueError as exc:  # a value argparse lets through (a seed out of range): its field named
         parser.error(str(exc))
     return args.func(args, options)

@@ -64,8 +64,8 @@ def run_upscale(args: argparse.Namespace, options: UpscaleOptions) -> int:
         return 2
     weights = args.weights or WEIGHTS_DIR / VARIANT_FILES[options.model]
     try:
-        pipeline = HNDSRPipeline.from_pretrained(weights, device=args.device)
-    except (WeightsError, RuntimeError) as exc:
+        pipeline = HNDSRPipeline.from_pretrained(weights, device=args.device, engine=args.engine)
+    except (WeightsError, RuntimeError) as exc:  # EngineUnavailable is a RuntimeError
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if options.uncertainty and not pipeline.has_uncertainty:
@@ -96,3 +96,34 @@ def _upscale_folder(pipeline: HNDSRPipeline, root: Path, out: Path, options: Ups
             tqdm.write(f"skipped {src}: {exc}", file=sys.stderr)
     print(f"wrote {written} of {len(sources)} images to {out}" + (f", skipped {failed}" if failed else ""))
     return 1 if failed else 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """The ``export-onnx`` command: 0 when every file was written and matches PyTorch within one grey level."""
+    from hndsr_model.export import ExportSpec, export_onnx, max_grey_difference
+    from hndsr_model.weights import load_weights
+
+    try:
+        specs = [ExportSpec(scale, args.tile, args.overlap, args.resolution, args.model) for scale in args.scale]
+        model = load_weights(args.weights or WEIGHTS_DIR / VARIANT_FILES[args.model], "cpu")
+    except (ValueError, WeightsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    several = len(specs) > 1
+    for spec in specs:
+        path = args.output / f"hndsr-{spec.model}-x{spec.scale}.onnx" if several else args.output
+        try:
+            export_onnx(model, spec, path)
+        except OSError as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            return 1
+        off = max_grey_difference(model, spec, path)
+        if off > 1:
+            path.unlink()
+            print(f"error: {path}: ONNX Runtime's output is {off} grey levels from PyTorch's; not kept",
+                  file=sys.stderr)
+            return 1
+        side = spec.tile * spec.scale
+        print(f"wrote {path} (x{spec.scale}: {spec.tile}x{spec.tile} -> {side}x{side} RGB, "
+              f"{path.stat().st_size / 1e6:.1f} MB, {off} grey level{'s' * (off != 1)} from PyTorch at most)")
+    return 0

@@ -19,7 +19,8 @@ import torch
 
 from .batching import CancelCheck, InferenceCancelled, MicroBatcher, TileWork
 from .diffusion import UNSHUFFLE, decode_residual, encode_condition
-from .options import UpscaleOptions
+from .engines import make_engine
+from .options import DEFAULT_TILE_SIZE, UpscaleOptions
 from .sampler import DDIMSampler
 from .uncertainty import combine, luma
 from .weights import DEFAULT_WEIGHTS, LoadedModel, load_weights
@@ -95,10 +96,12 @@ class HNDSRPipeline:
     ``tile_batch`` bounds the tiles of one network call. With ``batch_wait_ms > 0`` a :class:`MicroBatcher`
     makes every network call, so concurrent requests' tiles share batches; a request waits at most that
     long for company. ``None``: the device's default (:data:`DEFAULT_TILE_BATCH`, :data:`DEFAULT_BATCH_WAIT_MS`).
+    ``engine`` runs the neural operator (:mod:`.engines`: ``auto``, ``torch``, ``onnxruntime``, ``openvino``).
     """
 
-    def __init__(self, model: LoadedModel, device: torch.device, tile_size: int = 256, tile_overlap: int = 16,
-                 tile_batch: int | None = None, batch_wait_ms: float | None = None):
+    def __init__(self, model: LoadedModel, device: torch.device, tile_size: int = DEFAULT_TILE_SIZE,
+                 tile_overlap: int = 16, tile_batch: int | None = None, batch_wait_ms: float | None = None,
+                 engine: str = "auto"):
         if not 0 <= tile_overlap < tile_size // 2:
             raise ValueError("tile_overlap must be in [0, tile_size / 2)")
         self.model = model
@@ -106,6 +109,7 @@ class HNDSRPipeline:
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
         self.tile_batch = tile_batch or DEFAULT_TILE_BATCH.get(device.type, 1)
+        self.engine = make_engine(engine, model, device, tile_size)
         wait_ms = DEFAULT_BATCH_WAIT_MS.get(device.type, 0.0) if batch_wait_ms is None else batch_wait_ms
         self.batcher = MicroBatcher(self._run_batch, self.tile_batch, wait_ms / 1000) if wait_ms > 0 else None
 
@@ -298,8 +302,7 @@ class HNDSRPipeline:
         future. A work whose request is cancelled during sampling leaves the batch at the next step."""
         scale, steps, samples = works[0].scale, works[0].steps, works[0].samples
         lr = torch.cat([w.lr for w in works])
-        features = self.model.operator.forward_features(lr, scale)
-        sr = self.model.operator.decode(lr, features, scale)
+        sr, features = self.engine(lr, scale)
         sigma = self._head_sigma(features, sr, scale) if works[0].uncertainty else None
         if steps:
             works, sr, sigma = self._add_residuals(works, sr, sigma, scale, steps, samples)

@@ -69,6 +69,7 @@ class LoadedModel:
     sha256: str
     manifest: dict[str, Any]
     uncertainty: UncertaintyHead | None = None
+    path: Path | None = None  # the weights file it was loaded from
 
 
 def manifest_path(weights: Path) -> Path:
@@ -185,4 +186,4 @@ def load_weights(path: Path = DEFAULT_WEIGHTS, device: str | torch.device = "cpu
         except RuntimeError as exc:
             raise WeightsError(f"weights in {path} do not fit the configured network: {exc}") from exc
         net.to(device).eval().requires_grad_(False)
-    return LoadedModel(operator, denoiser, config, manifest["version"], digest, manifest, uncertainty)
+    return LoadedModel(operator, denoiser, config, manifest["version"], digest, manifest, uncertainty, path)

@@ -71,6 +71,7 @@ def build_probe_app(state: ServiceState, routes: Sequence[BaseRoute] = (), gauge
             "torch": torch.__version__,
             "bentoml": bentoml.__version__,
             "device": state.device,
+            "engine": state.pipeline.engine.name if state.pipeline else None,
             "speed": state.speed.seconds_per_megapixel(),
         })
 

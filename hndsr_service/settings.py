@@ -15,6 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
+from hndsr_model.options import DEFAULT_TILE_SIZE, ENGINES
+
 T = TypeVar("T")
 
 
@@ -40,6 +42,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     device: str = "auto"
+    # What runs the neural operator (hndsr_model.engines): auto takes ONNX Runtime on the CPU, PyTorch on a GPU.
+    inference_engine: str = "auto"
     max_queue_depth: int = 20
     rate_limit_per_hour: int = 100
     max_payload_mb: float = 20.0
@@ -53,7 +57,7 @@ class Settings:
     # A request body that stalls this long answers 408 (slow clients must not hold their place forever).
     body_idle_timeout_s: float = 10.0
     drain_timeout_s: float = 30.0
-    tile_size: int = 256
+    tile_size: int = DEFAULT_TILE_SIZE
     tile_overlap: int = 16
     # Tiles per network call and the micro-batcher's wait; None: the model's default for the device
     # (hndsr_model.pipeline.DEFAULT_TILE_BATCH, DEFAULT_BATCH_WAIT_MS). A wait of 0 turns micro-batching off.
@@ -172,6 +176,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         host=_parse(env, "HOST", d.host, str, lambda v: _is_ip(v) or v == "localhost", "an IP address"),
         port=_parse(env, "PORT", d.port, int, lambda v: 1 <= v <= 65535, "a port number 1..65535"),
         device=_parse(env, "DEVICE", d.device, str.lower, lambda v: v in {"auto", "cpu", "cuda"}, "auto, cpu or cuda"),
+        inference_engine=_parse(env, "INFERENCE_ENGINE", d.inference_engine, str.lower, lambda v: v in ENGINES,
+                                ", ".join(ENGINES)),
         max_queue_depth=_parse(env, "MAX_QUEUE_DEPTH", d.max_queue_depth, *positive_int),
         rate_limit_per_hour=_parse(env, "RATE_LIMIT_PER_HOUR", d.rate_limit_per_hour, *positive_int),
         max_payload_mb=_parse(env, "MAX_PAYLOAD_MB", d.max_payload_mb, *positive_float),

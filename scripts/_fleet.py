@@ -15,10 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-try:
-    from _local_server import free_port, wait_for_port
-except ModuleNotFoundError:  # imported as scripts._fleet, by the tests
-    from scripts._local_server import free_port, wait_for_port
+from hndsr_service.local_server import free_port, wait_for_port
 
 PG_USER = "postgres"  # Debian's package runs the server as this user; the tests run as root
 S3_ENV = {"AWS_ACCESS_KEY_ID": "hndsr-test", "AWS_SECRET_ACCESS_KEY": "hndsr-test-secret",

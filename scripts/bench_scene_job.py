@@ -18,9 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from _local_server import local_server, tree_rss_bytes
-
 from hndsr_client import JobsClient
+from hndsr_service.local_server import local_server, tree_rss_bytes
 
 
 def main() -> None:

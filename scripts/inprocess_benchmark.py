@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -24,19 +23,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from benchmark import mosaic, test_image
 from PIL import Image
 
+from benchmarks.common import load_average, mosaic, test_image
 from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.timing import median_seconds
 from hndsr_model.weights import DEFAULT_WEIGHTS
 
 SCALE = 4
-
-
-def load_average() -> str:
-    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def synchronize(device: torch.device) -> None:

@@ -43,11 +43,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from _local_server import local_server, rss_bytes, worker_pid
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from rasterio.io import MemoryFile
 from rasterio.transform import from_origin
+
+from hndsr_service.local_server import local_server, rss_bytes, worker_pid
 
 ENDPOINTS = ("/infer", "/upscale", "/jobs")  # where the clients send; their hndsr_requests_total is compared
 SHED = 503  # overloaded: MAX_QUEUE_DEPTH requests in flight

@@ -31,8 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _local_server import free_port, launch, wait_for_port
-
+from hndsr_service.local_server import free_port, launch, wait_for_port
 from hndsr_service.settings import load_settings
 
 RETRY_BUFFER_BYTES = 1 << 18  # requests up to 256 KiB are retried on another replica (HAProxy's tune.bufsize)

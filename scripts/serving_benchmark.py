@@ -38,15 +38,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-from _local_server import local_server
-from benchmark import test_image
 from inprocess_benchmark import Load, big_scene, load_average, model_only, pillow_encode, upscale_load
 from PIL import Image
 
+from benchmarks.common import test_image
 from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.timing import median_seconds, round_robin_times
 from hndsr_service import imaging
+from hndsr_service.local_server import local_server
 from hndsr_service.model_store import register
 
 SCALE = 4

@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from _local_server import rss_bytes
 
 from hndsr_model.options import UpscaleOptions
 from hndsr_model.timing import median_seconds
 from hndsr_service.inference import HeapTrimmer
+from hndsr_service.local_server import rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 2**20

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts._local_server import free_port, wait_for_port
+from hndsr_service.local_server import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

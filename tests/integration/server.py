@@ -7,7 +7,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from scripts._local_server import launch, stop, wait_ready
+from hndsr_service.local_server import launch, stop, wait_ready
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ import rasterio
 from affine import Affine
 from rasterio.io import MemoryFile
 
-from scripts._local_server import kill_tree
+from hndsr_service.local_server import kill_tree
 from tests.helpers import encode, rgb_image
 from tests.integration.server import Server, serving
 from tests.rasters import NORTH_UP, UTM, psnr, smooth, write_raster

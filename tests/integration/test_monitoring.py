@@ -18,8 +18,8 @@ import httpx
 import pytest
 import yaml
 
+from hndsr_service.local_server import BENTOML
 from hndsr_service.settings import Settings, load_settings
-from scripts._local_server import BENTOML
 from tests.helpers import ROOT, encode, free_port, rgb_image
 from tests.integration.server import Server
 

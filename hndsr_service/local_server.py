@@ -1,8 +1,7 @@
 """A real `bentoml serve service:HNDSR` on a free loopback port, and the memory of its processes (Linux /proc).
 
-Shared by the scripts that measure a running server (bench_scene_job.py, load_soak.py, serving_benchmark.py);
-`free_port`, `wait_for_port`, `bento_env`, `BENTOML`, `launch`, `wait_ready` and `stop` also by replicas.py
-and the tests.
+Shared by the benchmarks and soaks that measure a running server, by ``scripts/replicas.py`` and by the tests:
+what ``scripts/serve`` starts, started from Python. Not part of the service itself.
 The model comes from the BentoML store: run `scripts/serve` or `python -m hndsr_service.model_store` once first.
 Needs no more than the server's own packages (the GPU machine has no pytest).
 """

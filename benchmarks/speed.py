@@ -144,9 +144,16 @@ def http_speed(engines: dict[str, HNDSRPipeline], repeats: int) -> dict[str, flo
                 return response.content
 
             calls[f"http_upscale_png_{engine}"] = post
-            seconds = medians(round_robin_times(calls, repeats))
+            times = round_robin_times(calls, repeats)
+    seconds = medians(times)
     print_rows(f"HTTP /upscale x4 of 256x256 (server engine {engine}) and in process, median of {repeats} in turn",
                seconds)
+    http = next(times[name] for name in times if name.startswith("http_"))
+    in_process = times[f"in_process_{auto.engine.name}"]
+    # The ratio within each round, where the two calls ran a moment apart: a drifting load moves it less.
+    in_a_round = statistics.median(h / i for h, i in zip(http, in_process, strict=True))
+    seconds["ratio_http_over_in_process_in_a_round"] = in_a_round
+    print(f"  HTTP / in process, median of the ratios within a round: {in_a_round:.3f}")
     return seconds
 
 

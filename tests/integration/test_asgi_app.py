@@ -66,6 +66,7 @@ def test_probes(client: TestClient) -> None:
     assert client.get("/readyz").status_code == 200 and client.get("/healthz").status_code == 200
     version = client.get("/version").json()
     assert version["model"] == "hndsr" and len(version["weights_sha256"]) == 64 and version["bentoml"]
+    assert version["engine"] == "onnxruntime"  # auto, on the CPU, with ONNX Runtime installed
 
 
 def test_infer_contract(client: TestClient) -> None:

@@ -8,7 +8,7 @@ import sys
 
 import benchmarks
 
-SHARED = {"common"}  # helpers, not benchmarks
+SHARED = {"common", "scrape", "census"}  # helpers, not benchmarks
 
 
 def names() -> list[str]:

@@ -1,4 +1,4 @@
-"""The fleet's components for tests (scripts/_fleet.py): skipped where Postgres is not installed."""
+"""The fleet's components for tests (hndsr_service/local_fleet.py): skipped where Postgres is not installed."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from scripts._fleet import BUCKET, Postgres, S3Server, pg_bindir, running_postgres
-from scripts._fleet import running_s3_server as s3_server
+from hndsr_service.local_fleet import BUCKET, Postgres, S3Server, pg_bindir, running_postgres
+from hndsr_service.local_fleet import running_s3_server as s3_server
 
 __all__ = ["BUCKET", "Postgres", "S3Server", "postgres", "s3_server"]
 

@@ -1,4 +1,4 @@
-"""Load on the real server: the short form of scripts/load_soak.py (a minute of mixed traffic above the
+"""Load on the real server: the short form of benchmarks/load_soak.py (a minute of mixed traffic above the
 queue depth), and metrics that stay this server's own when another starts beside it."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def test_a_minute_of_mixed_traffic(bentoml_home: Path, tmp_path: Path, report) -
     rest less than 50 MB larger at the end than after warm-up (before the fixes in threads.py, errors.py,
     inference.HeapTrimmer and MALLOC_ARENA_MAX it grew 55-350 MB in such a minute)."""
     out = tmp_path / "soak.json"
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "load_soak.py"), "--duration", "60",
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "load_soak", "--duration", "60",
                           "--clients", "12", "--queue-depth", "8", "--json", str(out),
                           "--log", str(tmp_path / "server.log")], capture_output=True, text=True, cwd=ROOT,
                          timeout=600)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 8's GPU session, as it ran: one call on one GPU, after the training set was copied to TRAIN_DIR.
 #
-#   scripts/train_uncertainty_gpu.sh TRAIN_DIR VAL_DIR OUT_DIR [DENOISER_MINUTES] [HEAD_MINUTES]
+#   scripts/gpu/train_uncertainty_gpu.sh TRAIN_DIR VAL_DIR OUT_DIR [DENOISER_MINUTES] [HEAD_MINUTES]
 #
 # 1. from the shipped weights (operator frozen): the residual denoiser trained on, on v2's residual, with all
 #    840 images, then the uncertainty head trained and calibrated per scale; exported as 2.1.0;

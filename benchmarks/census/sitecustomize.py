@@ -1,4 +1,4 @@
-"""A memory census on demand, for the soaks (``scripts/load_soak.py --census``); never part of the service.
+"""A memory census on demand, for the soaks (``benchmarks/load_soak.py --census``); never part of the service.
 
 Put on the server's ``PYTHONPATH`` with ``HNDSR_CENSUS_DIR`` set, this module (Python imports a
 ``sitecustomize`` at start-up) makes every process of the server answer SIGUSR2 with one JSON file in that

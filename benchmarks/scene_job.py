@@ -1,7 +1,7 @@
 """Run one scene job on the real server and print its time, throughput and the server's peak memory.
 
-    python scripts/bench_scene_job.py /tmp/scene.tif --scale 2             # 10980x10980 from make_scene.py
-    python scripts/bench_scene_job.py /tmp/scene8k.tif --scale 4 --stop-at 0.1   # memory of a 8192^2 x4 job
+    python -m benchmarks scene_job /tmp/scene.tif --scale 2             # 10980x10980 from make_scene.py
+    python -m benchmarks scene_job /tmp/scene8k.tif --scale 4 --stop-at 0.1   # memory of a 8192^2 x4 job
 
 Starts `bentoml serve service:HNDSR` (a private JOBS_DIR; the model from the BentoML store, so run
 `scripts/serve` or `python -m hndsr_service.model_store` once first), submits the scene with the jobs
@@ -22,13 +22,13 @@ from hndsr_client import JobsClient
 from hndsr_service.local_server import local_server, tree_rss_bytes
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scene", type=Path)
     parser.add_argument("--scale", type=int, default=2)
     parser.add_argument("--stop-at", type=float, default=None, help="cancel once this fraction of tiles is done")
     parser.add_argument("--output", type=Path, default=None, help="where to download the result")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hndsr-bench-") as jobs_dir, \
             local_server({"JOBS_DIR": jobs_dir}) as (url, server):
         peak = {"rss": 0}
@@ -72,6 +72,3 @@ def run(client: JobsClient, job_id: str, stop_at: float | None) -> dict:
           "DELETE")
     return job
 
-
-if __name__ == "__main__":
-    main()

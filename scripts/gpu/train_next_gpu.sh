@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The next GPU session for issue 13: one call on one GPU, after scripts/gpu_data.py's parts were copied to DATA
+# The next GPU session for issue 13: one call on one GPU, after scripts/gpu/gpu_data.py's parts were copied to DATA
 # (DATA/train, DATA/val and DATA/pairs). What the model card's "what the next GPU-minutes should buy" asks for:
 # one training at a time, batch 256 with bf16 (the learning rate scaled from batch 64), every training image.
 #
-#   scripts/train_next_gpu.sh DATA OUT_DIR [BICUBIC_MINUTES] [REAL_MINUTES] [HEAD_MINUTES]
+#   scripts/gpu/train_next_gpu.sh DATA OUT_DIR [BICUBIC_MINUTES] [REAL_MINUTES] [HEAD_MINUTES]
 #
 # 1. bicubic: the shipped operator trained on (protocol degradation), then its uncertainty head retrained and
 #    calibrated on it (an operator that changed needs a head of its own); version 2.2.0;

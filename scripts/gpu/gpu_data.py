@@ -4,7 +4,7 @@ A call to the lent GPU machine carries at most 64 MiB: the checkout plus the pat
 RSSCN7 training set (106 MiB) therefore travels in parts, each copied to the machine's /tmp, which outlives the
 call while the machine stays warm (30 s between calls)::
 
-    .venv/bin/python scripts/gpu_data.py             # writes .gpu-data/part-1 ... (git-ignored), prints the calls
+    .venv/bin/python scripts/gpu/gpu_data.py             # writes .gpu-data/part-1 ... (git-ignored), prints the calls
 
 then one call per part, the last one also running the training (``scripts/train_*_gpu.sh /tmp/rsscn7/train
 /tmp/rsscn7/val ...``). Each part holds ``train/<class>/...`` images; the validation set (9 MiB), which those
@@ -19,7 +19,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CALL_LIMIT = 64 * 2**20
 MARGIN = 2 * 2**20  # files written meanwhile, rounding of the tool's own count
 

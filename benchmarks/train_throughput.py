@@ -1,6 +1,6 @@
 """Training throughput of each operator variant: one optimiser step, data path included.
 
-``python scripts/train_throughput.py --data ../shared/data/rsscn7/train --device cuda``
+``python -m benchmarks train_throughput --data ../shared/data/rsscn7/train --device cuda``
 
 Each step cuts a batch of 48x48 LR / 192x192 HR crops at x4 from the device-resident training set
 (:class:`hndsr_model.train.PatchSampler`), degrades it on the device and runs forward, backward and
@@ -68,14 +68,14 @@ def steps_per_second(model: torch.nn.Module, sampler: PatchSampler, batch: int, 
     return statistics.median(rates), trained
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, required=True, help="training images (decoded once onto the device)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batches", type=int, nargs="+", default=[64, 256])
     p.add_argument("--windows", type=int, default=3)
     p.add_argument("--steps", type=int, default=10, help="steps per timed window")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     device = resolve_device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -96,6 +96,3 @@ def main() -> None:
                 print(f"| {variant} | {params:,} | {batch} | {precision} | {rate:.1f} | {rate * batch:,.0f} |",
                       flush=True)
 
-
-if __name__ == "__main__":
-    main()

@@ -5,7 +5,7 @@ garbage and trims the heap (as the worker does once idle) and prints the growth 
 fresh process per oneDNN primitive-cache capacity (``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` is read once, at start),
 then the same upscales of one repeated shape, timed (docs/load_soak.md)::
 
-    .venv/bin/python scripts/shape_memory.py --capacities default 64 0
+    .venv/bin/python -m benchmarks shape_memory --capacities default 64 0
 """
 
 from __future__ import annotations
@@ -58,24 +58,22 @@ def child(rounds: int, per_round: int) -> None:
           f" 64x64 x2 repeated: median {repeated_s * 1000:.1f} ms", flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks shape_memory", description=__doc__.splitlines()[0])
     parser.add_argument("--capacities", nargs="+", default=["default", "64", "0"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-round", type=int, default=40)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         child(args.rounds, args.per_round)
-        return
+        return 0
     print(f"memory kept per new image shape, cpu; load average {os.getloadavg()[0]:.2f}", flush=True)
     for capacity in args.capacities:
         env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
         if capacity != "default":
             env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = capacity
-        subprocess.run([sys.executable, __file__, "--child", "--rounds", str(args.rounds),
+        subprocess.run([sys.executable, "-m", "benchmarks", "shape_memory", "--child", "--rounds", str(args.rounds),
                         "--per-round", str(args.per_round)], env=env, check=True, cwd=ROOT)
+    return 0
 
-
-if __name__ == "__main__":
-    main()

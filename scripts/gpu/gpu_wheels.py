@@ -6,7 +6,7 @@ tifffile, and no network. This collects the exact versions this checkout's ``.ve
 them as manylinux x86-64 wheels for the target Python into ``.whl/`` (git-ignored), where a device call can carry
 them::
 
-    .venv/bin/python scripts/gpu_wheels.py            # then: scripts/gpu_serving.sh on the machine
+    .venv/bin/python scripts/gpu/gpu_wheels.py            # then: scripts/gpu/gpu_serving.sh on the machine
 
 ``--python-version 3.11 --dest DIR`` fetches the same set for this machine's Python, to rehearse the install
 (``pip install --no-index --no-deps --target``) and the benchmark here on the CPU.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # What the GPU image already has: PyTorch and everything it needs, and the packages the model code uses.
 ON_THE_MACHINE = ("torch", "numpy", "pillow", "safetensors", "tifffile")
 PLATFORMS = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_24_x86_64", "manylinux_2_27_x86_64",

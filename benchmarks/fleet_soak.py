@@ -1,7 +1,7 @@
 """Fleet soak: two replicas sharing Postgres and S3 under mixed traffic, one SIGKILLed and restarted on a schedule.
 
-    python scripts/fleet_soak.py                                          # 3600 s, a kill every 600 s
-    python scripts/fleet_soak.py --duration 240 --kill-every 80 --json docs/fleet_soak_short.json
+    python -m benchmarks fleet_soak                                       # 3600 s, a kill every 600 s
+    python -m benchmarks fleet_soak --duration 240 --kill-every 80 --json docs/fleet_soak_short.json
 
 Starts a private Postgres (Debian's package) and S3 API server (moto's, from the test extras) and two
 `bentoml serve` replicas with separate JOBS_DIRs and BentoML homes, as separate machines would have
@@ -37,12 +37,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from _fleet import BUCKET, running_postgres, running_s3_server
-from load_soak import requests_by_status
 from PIL import Image
 from rasterio.io import MemoryFile
 
+from hndsr_service.local_fleet import BUCKET, running_postgres, running_s3_server
 from hndsr_service.local_server import free_port, kill_tree, launch, rss_bytes, stop, wait_ready, worker_pid
+
+from .scrape import requests_by_status
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {"DEVICE": "cpu", "RATE_LIMIT_PER_HOUR": "1000000", "REQUEST_TIMEOUT_S": "120", "TILE_SIZE": "64",
@@ -239,7 +240,7 @@ def report(traffic: Traffic, replicas: list[Replica], memory: list[dict], kills:
             "failures": failures}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=3600)
     parser.add_argument("--kill-every", type=float, default=600)
@@ -249,7 +250,7 @@ def main() -> None:
     parser.add_argument("--settle-s", type=float, default=600, help="how long to follow jobs after the traffic")
     parser.add_argument("--seed", type=int, default=24)
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C: the replicas, Postgres and the S3 server are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
@@ -278,6 +279,3 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     sys.exit(1 if result["failures"] else 0)
 
-
-if __name__ == "__main__":
-    main()

@@ -16,7 +16,7 @@ method (bicubic and each ``--weights``), with the evaluation's own radiometric m
 (2) and (3) use the bicubic output's best sub-pixel shift for every method, so every method is scored against
 the same, best-aligned reference grid::
 
-    .venv/bin/python scripts/real_pair_diagnostics.py ../shared/data/geotiff \\
+    .venv/bin/python -m benchmarks real_pairs ../shared/data/geotiff \\
         --weights hndsr_model/weights/hndsr.safetensors hndsr_model/weights/hndsr-real.safetensors
 """
 
@@ -99,13 +99,13 @@ def diagnose(outputs: dict[str, np.ndarray], reference: np.ndarray, sigma: float
     return report
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folder", type=Path, help="the folder of scene_*_Landsat-8.tif / scene_*_Sentinel-2.tif")
     p.add_argument("--weights", type=Path, nargs="+", required=True)
     p.add_argument("--sigma", type=float, default=2.0, help="the low-pass's Gaussian sigma, HR px")
     p.add_argument("--json", type=Path)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     pipelines = {str(w): HNDSRPipeline.from_pretrained(w, device="cpu") for w in args.weights}
     names = {str(w): f"hndsr-{p.version}" for w, p in pipelines.items()}
     results = {}
@@ -120,6 +120,3 @@ def main() -> None:
         args.json.write_text(json.dumps({"sigma_hr_px": args.sigma, "border_px": BORDER, "results": results},
                                         indent=2) + "\n")
 
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Model v2's GPU trainings (issue 13), as they ran: one call on a single GPU.
 #
-#   scripts/train_v2_gpu.sh TRAIN_DIR VAL_DIR OUT_DIR [MAIN_MINUTES] [ABLATION_MINUTES]
+#   scripts/gpu/train_v2_gpu.sh TRAIN_DIR VAL_DIR OUT_DIR [MAIN_MINUTES] [ABLATION_MINUTES]
 #
 # 1. five trainings side by side, all from v1's weights, all 840 training images, batch 64:
 #    v2 (protocol bicubic) and v2-real (realistic degradations) for MAIN_MINUTES, and the ablation

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from pathlib import Path
 
 from hndsr_model.pipeline import HNDSRPipeline
-from hndsr_model.weights import DEFAULT_WEIGHTS
 
-from .common import SCALE, Load, load_average, test_image, upscale_load
+from .common import SCALE, Load, load_average, model_parser, test_image, upscale_load
 from .common import service_png as png
 
 
@@ -38,9 +36,6 @@ def batching(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks batching", description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser = model_parser("batching", __doc__)
     batching(parser.parse_args(argv))
     return 0

@@ -4,6 +4,7 @@ runs ``benchmarks.inprocess`` with nothing else installed."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import math
@@ -24,6 +25,7 @@ from hndsr_model.data import list_images, load_rgb
 from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.timing import median_seconds
+from hndsr_model.weights import DEFAULT_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL = ROOT.parent / "shared" / "data" / "rsscn7" / "val"
@@ -179,3 +181,13 @@ def service_png(image: np.ndarray) -> bytes:
     from hndsr_service import imaging
 
     return imaging.encode(image, "png")
+
+
+def model_parser(name: str, doc: str) -> argparse.ArgumentParser:
+    """``python -m benchmarks NAME``'s parser with the options every model benchmark takes: the device, the
+    repeats behind each median and the weights."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks {name}", description=doc.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    return parser

@@ -14,7 +14,6 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -22,10 +21,9 @@ from PIL import Image
 from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.timing import median_seconds
-from hndsr_model.weights import DEFAULT_WEIGHTS
 from hndsr_service import imaging
 
-from .common import SCALE, load_average, pillow_encode, test_image
+from .common import SCALE, load_average, model_parser, pillow_encode, test_image
 
 
 def pillow(image: np.ndarray, **options: object) -> Callable[[], bytes]:
@@ -97,9 +95,6 @@ def encoders(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks encoders", description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser = model_parser("encoders", __doc__)
     encoders(parser.parse_args(argv))
     return 0

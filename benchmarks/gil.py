@@ -10,15 +10,13 @@ import argparse
 import sys
 import threading
 import time
-from pathlib import Path
 
 import torch
 
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.timing import median_seconds
-from hndsr_model.weights import DEFAULT_WEIGHTS
 
-from .common import load_average
+from .common import load_average, model_parser
 
 GIL_SWITCH_INTERVALS_S = (0.005, 0.001, 0.0002)  # Python's default first
 
@@ -68,9 +66,6 @@ def gil(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks gil", description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser = model_parser("gil", __doc__)
     gil(parser.parse_args(argv))
     return 0

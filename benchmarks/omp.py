@@ -13,13 +13,11 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline
-from hndsr_model.weights import DEFAULT_WEIGHTS
 
-from .common import SCALE, load_average, test_image
+from .common import SCALE, load_average, model_parser, test_image
 
 OMP_CALLS = ("main thread", "worker thread", "4 worker threads")
 OMP_POLICIES = ("unset", "ACTIVE", "PASSIVE")
@@ -92,10 +90,7 @@ def omp_child(device: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks omp", description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser = model_parser("omp", __doc__)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one policy's process
     run(parser.parse_args(argv))
     return 0

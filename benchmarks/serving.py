@@ -30,12 +30,11 @@ import numpy as np
 from hndsr_model.options import UpscaleOptions
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.timing import round_robin_times
-from hndsr_model.weights import DEFAULT_WEIGHTS
 from hndsr_service import imaging
 from hndsr_service.local_server import local_server
 from hndsr_service.model_store import register
 
-from .common import SCALE, Load, big_scene, load_average, model_only, test_image, upscale_load
+from .common import SCALE, Load, big_scene, load_average, model_only, model_parser, test_image, upscale_load
 from .common import service_png as png
 
 
@@ -171,10 +170,7 @@ async def drive(url: str, request: Callable[[httpx.AsyncClient], Awaitable[httpx
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks serving", description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser = model_parser("serving", __doc__)
     parser.add_argument("--clients", type=int, nargs="*", default=[1, 4, 16, 64], help="none: only the ratios")
     parser.add_argument("--ratio-repeats", type=int, default=15,
                         help="round-robin repeats of the HTTP/in-process ratios (0: none)")

@@ -1,7 +1,7 @@
 """The ``hndsr`` command.
 
     hndsr upscale INPUT OUTPUT [--scale 4] [--model bicubic|real] [--bands 4,3,2] [--ddim-steps N] [--seed S]
-                  [--device auto|cpu|cuda] [--engine auto|torch|onnxruntime|openvino]
+                  [--device auto|cpu|cuda] [--engine auto|torch|onnxruntime]
                   [--uncertainty [--uncertainty-samples N]]
     hndsr submit INPUT OUTPUT [--url http://127.0.0.1:8000] [--scale 4] [...the same options] [--api-key KEY]
                  [--no-delete-after]

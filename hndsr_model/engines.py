@@ -1,11 +1,11 @@
-"""Where the neural operator runs: PyTorch eager, or a graph in ONNX Runtime or OpenVINO.
+"""Where the neural operator runs: PyTorch eager, or a graph in ONNX Runtime.
 
 The operator is most of a request's time (the diffusion steps and the uncertainty head stay in PyTorch). An
 inference engine runs it as one optimised graph instead of PyTorch's 287 operators one after another, and
 releases the GIL for the whole forward. ``auto`` picks, per device, the fastest that keeps the output within
-one grey level of PyTorch's (``python -m benchmarks engines`` measures them side by side): ONNX Runtime on
-the CPU when it is installed, PyTorch on a GPU. A named engine that is not installed is an error, not a quiet
-fallback; ``auto`` says which one it took (``/version``, the server's log).
+one grey level of PyTorch's (``python -m benchmarks speed`` measures them side by side, OpenVINO and
+TorchInductor too): ONNX Runtime on the CPU when it is installed, PyTorch on a GPU. A named engine that cannot
+run is an error, not a quiet fallback; ``auto`` says which one it took (``/version``, the server's log).
 
 A graph is made for one scale and one square tile (the pipeline's tile size), with any batch: the operator's
 spectral bases are constants of the graph. Tiles of another shape (an image smaller than a tile, where every
@@ -103,24 +103,6 @@ class OnnxRuntimeEngine(GraphEngine):
         return lambda lr: tuple(session.run(None, {INPUT_NAME: lr}))
 
 
-class OpenVinoEngine(GraphEngine):
-    name = "openvino"
-
-    def _load(self, path: Path) -> GraphRun:
-        import openvino
-
-        # f32: OpenVINO's default on CPUs with bf16 units moves the output by up to 3 grey levels.
-        compiled = openvino.Core().compile_model(str(path), "CPU", {
-            "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": torch.get_num_threads()})
-
-        def run(lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            outputs = compiled.create_infer_request().infer({0: lr})  # a request each: calls come from threads
-            return outputs[0], outputs[1]
-
-        return run
-
-
 def make_engine(name: str, model: LoadedModel, device: torch.device, tile: int) -> TorchEngine:
     """The engine ``name`` (one of :data:`ENGINES`) for ``model`` on ``device``; raises EngineUnavailable."""
     if name not in ENGINES:
@@ -132,8 +114,8 @@ def make_engine(name: str, model: LoadedModel, device: torch.device, tile: int) 
     if device.type != "cpu":
         raise EngineUnavailable(f"the {name} engine runs on the CPU here; use torch (or auto) on {device.type}")
     if not _installed(name):
-        raise EngineUnavailable(f"the {name} engine is not installed (pip install -e '.[engines]')")
-    return {"onnxruntime": OnnxRuntimeEngine, "openvino": OpenVinoEngine}[name](model, tile)
+        raise EngineUnavailable(f"the {name} engine is not installed (pip install -e . installs it)")
+    return OnnxRuntimeEngine(model, tile)
 
 
 def graph_name(model: LoadedModel, scale: int, tile: int) -> str:

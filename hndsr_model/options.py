@@ -22,7 +22,7 @@ DEFAULT_VARIANT = "bicubic"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 VARIANT_FILES: dict[str, str] = dict(zip(VARIANTS, ("hndsr.safetensors", "hndsr-real.safetensors"), strict=True))
 # What runs the neural operator (hndsr_model.engines; the service's INFERENCE_ENGINE, the CLI's --engine).
-ENGINES = ("auto", "torch", "onnxruntime", "openvino")
+ENGINES = ("auto", "torch", "onnxruntime")
 # The side of the square LR tiles the model runs on (the service's TILE_SIZE default, the ONNX export's tile).
 DEFAULT_TILE_SIZE = 256
 # Seeded diffusion samples per tile behind an uncertainty map with ddim_steps > 0 (the first is the output).

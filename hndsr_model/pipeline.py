@@ -96,7 +96,7 @@ class HNDSRPipeline:
     ``tile_batch`` bounds the tiles of one network call. With ``batch_wait_ms > 0`` a :class:`MicroBatcher`
     makes every network call, so concurrent requests' tiles share batches; a request waits at most that
     long for company. ``None``: the device's default (:data:`DEFAULT_TILE_BATCH`, :data:`DEFAULT_BATCH_WAIT_MS`).
-    ``engine`` runs the neural operator (:mod:`.engines`: ``auto``, ``torch``, ``onnxruntime``, ``openvino``).
+    ``engine`` runs the neural operator (:mod:`.engines`: ``auto``, ``torch``, ``onnxruntime``).
     """
 
     def __init__(self, model: LoadedModel, device: torch.device, tile_size: int = DEFAULT_TILE_SIZE,

@@ -1,11 +1,12 @@
-"""The inference engines keep the output: every engine within one grey level of PyTorch at every scale, the
-shapes a graph is not made for run in PyTorch, graphs are built once and found beside the weights first, and a
-named engine that cannot run says so."""
+"""The inference engine keeps the output: ONNX Runtime within one grey level of PyTorch at every scale, the
+shapes a graph is not made for run in PyTorch, graphs are built once and found beside the weights first, a run
+keeps no memory, and a named engine that cannot run says so."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
-import importlib.util
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +22,6 @@ from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.weights import LoadedModel, load_weights
 from tests.helpers import DATA, requires_data, rgb_image
 
-GRAPH_ENGINES = [name for name in ("onnxruntime", "openvino") if importlib.util.find_spec(name)]
 CPU = torch.device("cpu")
 
 
@@ -56,10 +56,9 @@ def grey_levels(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
 
 @requires_data("rsscn7", "val")
 @pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize("name", GRAPH_ENGINES)
-def test_every_engine_is_within_one_grey_level_of_pytorch_at_every_scale(model: LoadedModel, torch_reference,
-                                                                          name: str, scale: int) -> None:
-    engine = make_engine(name, model, CPU, DEFAULT_TILE_SIZE)
+def test_onnx_runtime_is_within_one_grey_level_of_pytorch_at_every_scale(model: LoadedModel, torch_reference,
+                                                                          scale: int) -> None:
+    engine = make_engine("onnxruntime", model, CPU, DEFAULT_TILE_SIZE)
     tiles, expected_sr, expected_features = torch_reference(scale)
     with torch.inference_mode():
         sr, features = engine(tiles, scale)
@@ -70,9 +69,8 @@ def test_every_engine_is_within_one_grey_level_of_pytorch_at_every_scale(model: 
     torch.testing.assert_close(features, expected_features, atol=1e-4, rtol=1e-4)  # the uncertainty head's input
 
 
-@pytest.mark.parametrize("name", GRAPH_ENGINES)
-def test_shapes_other_than_the_tile_run_in_pytorch(model: LoadedModel, name: str, monkeypatch) -> None:
-    engine = make_engine(name, model, CPU, DEFAULT_TILE_SIZE)
+def test_shapes_other_than_the_tile_run_in_pytorch(model: LoadedModel, monkeypatch) -> None:
+    engine = make_engine("onnxruntime", model, CPU, DEFAULT_TILE_SIZE)
     monkeypatch.setattr(engine, "_run", lambda scale: pytest.fail("a graph was asked for another shape"))
     lr = torch.rand(1, 3, 40, 72)
     with torch.inference_mode():
@@ -94,8 +92,8 @@ def test_a_named_engine_that_cannot_run_says_why(model: LoadedModel, monkeypatch
     with pytest.raises(EngineUnavailable, match="runs on the CPU"):
         make_engine("onnxruntime", model, torch.device("cuda"), 64)
     monkeypatch.setattr(engines, "_installed", lambda module: False)
-    with pytest.raises(EngineUnavailable, match="openvino engine is not installed"):
-        make_engine("openvino", model, CPU, 64)
+    with pytest.raises(EngineUnavailable, match="onnxruntime engine is not installed"):
+        make_engine("onnxruntime", model, CPU, 64)
 
 
 def test_graphs_are_built_once_and_found_beside_the_weights_first(model: LoadedModel, tmp_path: Path,
@@ -114,14 +112,32 @@ def test_graphs_are_built_once_and_found_beside_the_weights_first(model: LoadedM
     assert not list(built.parent.glob("*.partial"))
 
 
-@pytest.mark.parametrize("name", GRAPH_ENGINES)
-def test_a_pipeline_on_an_engine_keeps_the_output_and_the_map(name: str) -> None:
+def test_a_pipeline_on_onnx_runtime_keeps_the_output_and_the_map() -> None:
     image = rgb_image(DEFAULT_TILE_SIZE + 40, DEFAULT_TILE_SIZE + 8, seed=5)  # four whole tiles, blended
     on_torch = HNDSRPipeline.from_pretrained(device="cpu", engine="torch")
-    on_engine = HNDSRPipeline(on_torch.model, CPU, engine=name)
+    on_engine = HNDSRPipeline(on_torch.model, CPU, engine="onnxruntime")
     assert isinstance(on_engine.engine, GraphEngine)
     for options in (UpscaleOptions(2, uncertainty=True), UpscaleOptions(3, ddim_steps=2, seed=7)):
         got, expected = on_engine.upscale(image, options), on_torch.upscale(image, options)
         assert np.abs(got.image.astype(int) - expected.image.astype(int)).max() <= 1
         if options.uncertainty:
             np.testing.assert_allclose(got.uncertainty, expected.uncertainty, atol=1e-4)
+
+
+def test_a_graph_gives_back_what_a_run_took(model: LoadedModel) -> None:
+    """What a run allocates goes back to the heap (and from it to the system when it is trimmed, as the service
+    does when idle): ONNX Runtime's arena kept each session's largest run, 3.8 GB over the seven scales."""
+    engine = make_engine("onnxruntime", model, CPU, DEFAULT_TILE_SIZE)
+    engine.prepare([8])
+    trim = ctypes.CDLL("libc.so.6").malloc_trim
+    trim(0)
+    before = resident_mb()
+    with torch.inference_mode():
+        for _ in range(2):
+            engine(torch.rand(2, 3, DEFAULT_TILE_SIZE, DEFAULT_TILE_SIZE), 8)  # ~1 GB of intermediates in a run
+    trim(0)
+    assert resident_mb() - before < 200
+
+
+def resident_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6

@@ -214,6 +214,8 @@ class Version(BaseModel):
     torch: str
     bentoml: str
     device: str
+    engine: str | None = Field(description="What runs the neural operator (INFERENCE_ENGINE; auto resolved: "
+                               "onnxruntime or torch); null until the model is ready")
     speed: dict[str, float] = Field(description="Seconds per million LR pixels of neural operator, by scale (x2..x8), "
                                     "as this server measures them (from its warm-up, then every synchronous "
                                     "request); a request that would take longer than REQUEST_TIMEOUT_S is refused "

@@ -246,6 +246,30 @@ def test_error_envelope_turns_validation_400_into_422() -> None:
                                "detail": "scale_factor: Input should be less than or equal to 8"}
 
 
+def test_a_client_gone_while_its_body_was_read_is_a_499_not_a_500() -> None:
+    """BentoML answers 500 when its body reader meets the disconnect; the load soak saw one such 500 counted."""
+
+    async def bentoml_like(scope: Scope, receive: Receive, send: Send) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"Internal Server Error"})
+
+    messages = iter([{"type": "http.request", "body": b"{", "more_body": True}, {"type": "http.disconnect"}])
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return next(messages)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/infer", "headers": []}
+    asyncio.run(ErrorEnvelopeMiddleware(bentoml_like)(scope, receive, send))
+    assert sent[0]["status"] == 499
+    assert b"client_closed_request" in b"".join(m.get("body", b"") for m in sent[1:])
+
+
 def test_request_metrics_bounded_labels() -> None:
     client = app_with(RequestMetricsMiddleware)
     for i in range(50):

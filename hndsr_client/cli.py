@@ -22,6 +22,8 @@ from pathlib import Path
 
 from hndsr_model.options import (
     DDIM_STEPS,
+    DEFAULT_EXPORT_OVERLAP_PERCENT,
+    DEFAULT_EXPORT_RESOLUTION_CM,
     DEFAULT_TILE_SIZE,
     DEFAULT_UNCERTAINTY_SAMPLES,
     DEFAULT_VARIANT,
@@ -209,8 +211,9 @@ def add_export_parser(sub: argparse._SubParsersAction, formatter: type[argparse.
     export.add_argument("--model", choices=VARIANTS, default=DEFAULT_VARIANT, help="the shipped weights")
     export.add_argument("--weights", type=Path, default=None, help="a weights file to use instead of --model's")
     export.add_argument("--tile", type=int, default=DEFAULT_TILE_SIZE, help="the square input tile's side, pixels")
-    export.add_argument("--overlap", type=int, default=10, help="Deepness's overlap of tiles, percent of a tile")
-    export.add_argument("--resolution", type=float, default=1000.0,
+    export.add_argument("--overlap", type=int, default=DEFAULT_EXPORT_OVERLAP_PERCENT,
+                        help="Deepness's overlap of tiles, percent of a tile")
+    export.add_argument("--resolution", type=float, default=DEFAULT_EXPORT_RESOLUTION_CM,
                         help="the ground resolution Deepness resamples a layer to, cm per input pixel (1000: "
                              "Sentinel-2's 10 m); set your imagery's")
     export.set_defaults(func=run_export, prepare=lambda _: None)

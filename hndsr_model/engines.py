@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .export import INPUT_NAME
+from .export import INPUT_NAME, TileSuperResolver, export_graph, save_atomically
 from .options import ENGINES
 from .weights import LoadedModel
 
@@ -130,8 +130,6 @@ def graph_file(model: LoadedModel, scale: int, tile: int) -> Path:
     for folder in folders:
         if (folder / name).is_file():
             return folder / name
-    from .export import TileSuperResolver, export_graph, save_atomically  # the exporter: only when building
-
     module = TileSuperResolver(model.operator, scale, tile, with_features=True)
     return save_atomically(export_graph(module, tile, ["sr", "features"], batch=None), user_cache() / name)
 

@@ -30,7 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .operator import NeuralOperatorSR, SpectralMixing, spectral_bases
-from .options import DEFAULT_TILE_SIZE, DEFAULT_VARIANT, SCALES
+from .options import (
+    DEFAULT_EXPORT_OVERLAP_PERCENT,
+    DEFAULT_EXPORT_RESOLUTION_CM,
+    DEFAULT_TILE_SIZE,
+    DEFAULT_VARIANT,
+    SCALES,
+)
 from .weights import LoadedModel
 
 if TYPE_CHECKING:
@@ -38,9 +44,6 @@ if TYPE_CHECKING:
 
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
-# Deepness resamples a layer to the model's resolution (cm per pixel) before tiling it; HNDSR has no native
-# one, so the default is Sentinel-2's 10 m visible bands, and --resolution says your imagery's.
-DEFAULT_RESOLUTION_CM = 1000.0
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,8 @@ class ExportSpec:
 
     scale: int
     tile: int = DEFAULT_TILE_SIZE
-    overlap_percent: int = 10  # Deepness's tiles_overlap is a percentage of the tile
-    resolution_cm: float = DEFAULT_RESOLUTION_CM
+    overlap_percent: int = DEFAULT_EXPORT_OVERLAP_PERCENT  # Deepness's tiles_overlap
+    resolution_cm: float = DEFAULT_EXPORT_RESOLUTION_CM
     model: str = DEFAULT_VARIANT
 
     def __post_init__(self) -> None:

@@ -25,6 +25,11 @@ VARIANT_FILES: dict[str, str] = dict(zip(VARIANTS, ("hndsr.safetensors", "hndsr-
 ENGINES = ("auto", "torch", "onnxruntime")
 # The side of the square LR tiles the model runs on (the service's TILE_SIZE default, the ONNX export's tile).
 DEFAULT_TILE_SIZE = 256
+# The ONNX export's defaults for QGIS's Deepness (hndsr export-onnx): it resamples a layer to the model's ground
+# resolution (cm per pixel) before tiling it, and HNDSR has no native one, so Sentinel-2's 10 m visible bands
+# (--resolution says your imagery's); its tiles overlap by a percentage of the tile.
+DEFAULT_EXPORT_RESOLUTION_CM = 1000.0
+DEFAULT_EXPORT_OVERLAP_PERCENT = 10
 # Seeded diffusion samples per tile behind an uncertainty map with ddim_steps > 0 (the first is the output).
 UNCERTAINTY_SAMPLES = range(2, 17)
 DEFAULT_UNCERTAINTY_SAMPLES = 8

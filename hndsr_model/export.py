@@ -217,8 +217,9 @@ def max_grey_difference(model: LoadedModel, spec: ExportSpec, path: Path, tiles:
     if tiles is None:
         tiles = torch.rand(2, 3, spec.tile, spec.tile, generator=torch.Generator().manual_seed(0))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    device = next(model.operator.parameters()).device  # the model stays where it is
     with torch.inference_mode():
-        expected = model.operator.cpu()(tiles, spec.scale).clamp(0, 1).numpy()
+        expected = model.operator(tiles.to(device), spec.scale).clamp(0, 1).cpu().numpy()
     got = np.concatenate([session.run(None, {INPUT_NAME: tile[None].numpy()})[0] for tile in tiles])
     return int(np.abs(np.rint(got * 255) - np.rint(expected * 255)).max())
 

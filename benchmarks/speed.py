@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import numpy as np
 import torch
 from PIL import Image
 
@@ -42,6 +43,7 @@ from .common import load_average, mosaic, realesrgan_peer, test_image
 
 X4 = UpscaleOptions(4)
 PEER = "realesrgan_animevideov3"
+Peer = Callable[[np.ndarray], object]
 
 
 class OpenVinoEngine(GraphEngine):
@@ -109,11 +111,10 @@ def print_rows(title: str, seconds: dict[str, float], cpu: dict[str, float] | No
         print(f"  {name:32s} {value:8.3f}s {cpu_s} {peer} {torch_ratio}", flush=True)
 
 
-def model_speed(engines: dict[str, HNDSRPipeline], repeats: int) -> dict[str, float]:
+def model_speed(engines: dict[str, HNDSRPipeline], peer: Peer | None, repeats: int) -> dict[str, float]:
     image = test_image(256)
     pil = Image.fromarray(image)
     calls: dict[str, Callable[[], object]] = {"pillow_bicubic": lambda: pil.resize((1024, 1024), Image.BICUBIC)}
-    peer = realesrgan_peer()
     if peer is not None:
         calls[PEER] = lambda: peer(image)
     calls.update({name: (lambda p=p: p.upscale(image, X4)) for name, p in engines.items()})
@@ -136,18 +137,15 @@ def scene_speed(engines: dict[str, HNDSRPipeline], side: int, repeats: int) -> d
     return rates
 
 
-def http_speed(engines: dict[str, HNDSRPipeline], repeats: int) -> dict[str, float]:
+def http_speed(engines: dict[str, HNDSRPipeline], peer: Peer | None, repeats: int) -> dict[str, float]:
+    """HTTP ``/upscale`` timed in turn with the in-process call on the server's own engine (the pipeline of
+    ``engines`` that runs it) and with the peer."""
     from hndsr_service.local_server import local_server
     from hndsr_service.model_store import register
 
     register()  # the server loads the model (and its engine graphs) from the BentoML store, as scripts/serve does
     image = test_image(256)
     upload = imaging.encode(image, "png")
-    auto = HNDSRPipeline(next(iter(engines.values())).model, next(iter(engines.values())).device, engine="auto")
-    calls: dict[str, Callable[[], object]] = {f"in_process_{auto.engine.name}": lambda: auto.upscale(image, X4)}
-    peer = realesrgan_peer()
-    if peer is not None:
-        calls[PEER] = lambda: peer(image)
     with tempfile.TemporaryDirectory(prefix="hndsr-speed-") as tmp:
         env = {"RATE_LIMIT_PER_HOUR": "1000000000", "REQUEST_TIMEOUT_S": "600", "JOBS_DIR": tmp}
         with local_server(env, Path(tmp) / "server.log") as (url, _), httpx.Client(base_url=url, timeout=600) as client:
@@ -159,15 +157,17 @@ def http_speed(engines: dict[str, HNDSRPipeline], repeats: int) -> dict[str, flo
                 response.raise_for_status()
                 return response.content
 
-            calls[f"http_upscale_png_{engine}"] = post
+            in_process, http = f"in_process_{engine}", f"http_upscale_png_{engine}"
+            calls: dict[str, Callable[[], object]] = {in_process: lambda: engines[engine].upscale(image, X4)}
+            if peer is not None:
+                calls[PEER] = lambda: peer(image)
+            calls[http] = post
             times = round_robin_times(calls, repeats)
     seconds = medians(times)
     print_rows(f"HTTP /upscale x4 of 256x256 (server engine {engine}) and in process, median of {repeats} in turn",
                seconds)
-    http = next(times[name] for name in times if name.startswith("http_"))
-    in_process = times[f"in_process_{auto.engine.name}"]
     # The ratio within each round, where the two calls ran a moment apart: a drifting load moves it less.
-    in_a_round = statistics.median(h / i for h, i in zip(http, in_process, strict=True))
+    in_a_round = statistics.median(h / i for h, i in zip(times[http], times[in_process], strict=True))
     seconds["ratio_http_over_in_process_in_a_round"] = in_a_round
     print(f"  HTTP / in process, median of the ratios within a round: {in_a_round:.3f}")
     return seconds
@@ -204,9 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     engines = pipelines()
     print(f"engines: {', '.join(engines)}; {load_average()}", flush=True)
-    model = model_speed(with_inductor(engines) if args.inductor else engines, args.repeats)
+    peer = realesrgan_peer()  # loaded once, for both sections
+    model = model_speed(with_inductor(engines) if args.inductor else engines, peer, args.repeats)
     scene = scene_speed(engines, args.scene, args.scene_repeats) if args.scene else {}
-    http = {} if args.no_http else http_speed(engines, args.repeats)
+    http = {} if args.no_http else http_speed(engines, peer, args.repeats)
     found = targets(model, scene, http)
     if args.json:
         args.json.write_text(json.dumps({"model_s": model, "scene_tiles_per_s": scene, "http_s": http,

@@ -33,6 +33,7 @@ def ui_routes(settings: Settings) -> list[BaseRoute]:
             "max_image_pixels": settings.max_image_pixels,
             "max_output_pixels": settings.max_output_pixels,
             "max_payload_bytes": settings.max_payload_bytes,
+            "max_job_upload_bytes": settings.max_job_upload_bytes,
             "api_key_required": bool(settings.api_keys),
         })
 

@@ -1,18 +1,20 @@
 """Register the committed weights in the BentoML model store, build the Bento, optionally export it or
-containerize it.
+containerize it; or, with --qgis-plugin, only package the QGIS plugin.
 
-Prints the Bento tag on its last line (or the image tag with --image). Run through scripts/build, which
-prepares .venv first.
+Prints the Bento tag on its last line (or the image tag with --image, or the plugin's zip). Run through
+scripts/build, which prepares .venv first.
 """
 
 from __future__ import annotations
 
 import argparse
+import configparser
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import bentoml
@@ -20,6 +22,25 @@ import bentoml
 from hndsr_service.model_store import register
 
 ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = ROOT / "hndsr_qgis"
+PLUGIN_FILES = ("*.py", "metadata.txt", "icon.png")
+ZIP_TIME = (2026, 1, 1, 0, 0, 0)  # fixed, so that the same sources give the same zip
+
+
+def qgis_plugin(dest: Path) -> Path:
+    """``dest/hndsr_qgis-<version>.zip``, as QGIS's "Install from ZIP" takes it: the package folder with its
+    metadata, icon and the project's licence."""
+    metadata = configparser.ConfigParser()
+    metadata.read(PLUGIN / "metadata.txt")
+    archive = dest / f"hndsr_qgis-{metadata['general']['version']}.zip"
+    dest.mkdir(parents=True, exist_ok=True)
+    files = sorted({path for pattern in PLUGIN_FILES for path in PLUGIN.glob(pattern)})
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+        for path in [*files, ROOT / "LICENSE"]:
+            entry = zipfile.ZipInfo(f"{PLUGIN.name}/{path.name}", ZIP_TIME)
+            entry.compress_type, entry.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+            out.writestr(entry, path.read_bytes())
+    return archive
 
 
 def containerize(tag: str, image: str, cuda: bool) -> None:
@@ -45,7 +66,12 @@ def main() -> None:
                         help="also build the container image (default tag hndsr:latest, hndsr:latest-cuda with "
                              "--cuda; needs dockerd)")
     parser.add_argument("--cuda", action="store_true", help="use bentofile.cuda.yaml (NVIDIA CUDA base image)")
+    parser.add_argument("--qgis-plugin", action="store_true",
+                        help="only write the QGIS plugin, dist/hndsr_qgis-<version>.zip (no model, no Bento)")
     args = parser.parse_args()
+    if args.qgis_plugin:
+        print(qgis_plugin(ROOT / "dist"))
+        return
     bentofile = args.bentofile or ("bentofile.cuda.yaml" if args.cuda else "bentofile.yaml")
     print(f"model {register()}")
     bento = bentoml.bentos.build_bentofile(str(ROOT / bentofile), build_ctx=str(ROOT))

@@ -9,6 +9,7 @@ import hashlib
 import ipaddress
 import os
 import socket
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -87,6 +88,9 @@ class Settings:
     # What counts as progress for body_idle_timeout_s: this much more of the body, or its end. Without it a
     # client sending one byte a second would never be idle; with it a body must come at 1.6 KB/s or faster.
     body_progress_bytes: int = 16 * 1024
+    # The web page's map: an optional basemap of XYZ tiles (https://host/{z}/{x}/{y}.png); none by default, so the
+    # page fetches nothing from outside the service.
+    ui_basemap_url: str | None = None
 
     @property
     def max_payload_bytes(self) -> int:
@@ -218,6 +222,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                 "an s3://BUCKET/PREFIX URL"),
         job_lease_s=_parse(env, "JOB_LEASE_S", d.job_lease_s, float, lambda v: 2 <= v <= 3600,
                            "a number of seconds in 2..3600"),
+        ui_basemap_url=_parse(env, "UI_BASEMAP_URL", d.ui_basemap_url, str, _is_tile_template,
+                              "an http(s) URL of XYZ tiles with {z}, {x} and {y}"),
         replica_id=_parse(env, "REPLICA_ID", d.replica_id, str, lambda v: 0 < len(v) <= 200 and v.isprintable(),
                           "a printable name of at most 200 characters"),
     )
@@ -228,6 +234,12 @@ def _boolean(raw: str) -> bool:
     if raw.lower() not in words:
         raise ValueError(raw)
     return words[raw.lower()]
+
+
+def _is_tile_template(value: str) -> bool:
+    parsed = urllib.parse.urlsplit(value)
+    return (parsed.scheme in ("http", "https") and bool(parsed.netloc) and not any(c.isspace() for c in value)
+            and all(part in value for part in ("{z}", "{x}", "{y}")))
 
 
 def _is_ip(value: str) -> bool:

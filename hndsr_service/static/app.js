@@ -69,12 +69,14 @@
   }
 
   class ApiError extends Error {
-    constructor(status, code, detail, retryAfter) {
+    // `job`: {id, status} when a scene job ended without a result (the poll itself answered 200).
+    constructor(status, code, detail, retryAfter, job = null) {
       super(detail);
       this.status = status;
       this.code = code;
       this.detail = detail;
       this.retryAfter = retryAfter;
+      this.job = job;
     }
   }
 
@@ -101,6 +103,11 @@
       const words = err.code ? err.code.replace(/_/g, " ") : "request failed";
       let detail = err.detail;
       if (err.retryAfter) detail += ` Try again in ${err.retryAfter} s.`;
+      if (err.job) {
+        showError(`Job ${err.job.status} · ${words}`, `${detail} (job ${err.job.id})`);
+        setStatus(`The job ${err.job.status}.`);
+        return;
+      }
       showError(`${err.status} · ${words}`, detail);
       if (err.status === 401) {
         askForKey(true);
@@ -280,6 +287,7 @@
     el.download.removeAttribute("download");
     el.download.textContent = "Download result";
     el.viewer.classList.add("before-only");
+    window.HNDSRMap?.withdraw();
   }
 
   function waitForImage(img, url) {
@@ -493,8 +501,8 @@
       if (state.status === "succeeded") break;
       if (state.status === "failed" || state.status === "cancelled") {
         const e = state.error || {};
-        throw new ApiError(polled.status, e.error || `job_${state.status}`,
-                           e.detail || `the job ended ${state.status}`);
+        throw new ApiError(null, e.error || `job_${state.status}`, e.detail || `the job ended ${state.status}`, null,
+                           { id: job.job_id, status: state.status });
       }
       if (state.status === "queued") {
         setStatus(`Job ${job.job_id} queued…`, null);
@@ -555,15 +563,22 @@
     let width = 0;
     let height = 0;
     let note = "";
+    let mapCrs = null;
     if (isTiffType(contentType)) {
       const stretch = input.tiff && input.tiff.stretch;
       const tiff = await decodeTiff(source, stretch);
       ({ url, width, height } = tiff);
+      mapCrs = tiff.crs;
       note = `${tiff.bands} band${tiff.bands > 1 ? "s" : ""} ${tiff.dtype}${tiff.crs ? ` · ${tiff.crs}` : ""}`
         + `${tiff.reduced ? " · preview reduced" : ""}`;
     }
     result = { url, downloadUrl, contentType };
     await waitForImage(el.after, url);
+    if (mapCrs && input.tiff && input.tiff.crs) {
+      // A job's result is read by the map from the service by HTTP ranges (its COG's overviews), never whole.
+      window.HNDSRMap?.offer({ input: input.file, result: resultUrl || source, crs: mapCrs,
+                               stretch: input.tiff.stretch, bands: input.tiff.bands, basemapUrl: config.basemap_url });
+    }
     width = width || el.after.naturalWidth; // a reduced preview is still shown at the output's size
     height = height || el.after.naturalHeight;
     el.viewer.classList.remove("before-only", "empty");

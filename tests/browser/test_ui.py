@@ -5,14 +5,18 @@ phone-sized screen. With HNDSR_UPDATE_SCREENSHOTS=1 the screenshots are saved in
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+import rasterio
 from PIL import Image
+from rasterio.warp import transform as warp_transform
 
 from tests.browser.helpers import DESKTOP, PHONE, PageLog, shot
 from tests.helpers import DATA, requires_data
@@ -32,6 +36,7 @@ GEOTIFF = DATA / "geotiff" / "scene_1_Landsat-8.tif"
 FLOAT_TIFF = DATA / "geotiff" / "spacenet_ms1_4band_float64.tif"
 SCENE = DATA / "geotiff" / "scene_1_Sentinel-2.tif"
 OVERSIZED = DATA / "geotiff" / "public" / "image_north.tif"
+PUBLIC_RGB = DATA / "geotiff" / "public" / "image_rgb.tif"  # 512 x 512, Web Mercator: a job here
 RESULT_TIMEOUT_MS = 180_000
 
 
@@ -266,3 +271,100 @@ def test_the_model_select_shows_its_whole_name_and_a_hint_for_it(opened: tuple[A
     page.select_option("#model", "bicubic")
     assert "uncertainty map" in hint.inner_text()
     assert log.console_errors == []
+
+
+# ---------------------------------------------------------------- the map view (map.js, vendored OpenLayers)
+MAP_TIMEOUT_MS = 90_000
+COORDINATES = re.compile(r"x (-?[\d.]+), y (-?[\d.]+) m \(EPSG:(\d+)\) · ([\d.]+)° ([NS]), ([\d.]+)° ([EW])")
+
+
+def open_map(page: Any) -> list[float]:
+    """Switch to the map, wait until OpenLayers has drawn it; the extent it placed the result at."""
+    page.locator("#view-map:enabled").wait_for()
+    page.click("#view-map")
+    page.locator("#map[data-rendered=true]").wait_for(timeout=MAP_TIMEOUT_MS)
+    assert page.locator("#viewer").is_hidden() and page.locator("#map-status").is_hidden()
+    return json.loads(page.locator("#map").get_attribute("data-extent"))
+
+
+def pointer_at_the_centre(page: Any) -> tuple[float, float, float, float]:
+    """x, y (the raster's CRS) and longitude, latitude that the page reads out for the map's centre."""
+    box = page.locator("#map").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    found = COORDINATES.search(page.locator("#map-coords").inner_text())
+    assert found, page.locator("#map-coords").inner_text()
+    x, y, _, lat, ns, lon, ew = found.groups()
+    return float(x), float(y), float(lon) * (1 if ew == "E" else -1), float(lat) * (1 if ns == "N" else -1)
+
+
+def test_a_geotiff_result_on_the_map_where_it_lies(opened: tuple[Any, PageLog]) -> None:
+    """SpaceNet's 4-band float raster in UTM 31N: the map is drawn in its CRS, the result's extent is the input's
+    bounds, the pointer reads the right coordinates, and the swipe moves the line between input and result."""
+    page, log = opened
+    choose(page, FLOAT_TIFF)
+    assert page.locator("#view-map").is_disabled()  # nothing to place before there is a result
+    upscale(page, 2)
+    extent = open_map(page)
+    with rasterio.open(FLOAT_TIFF) as raster:
+        assert extent == pytest.approx(list(raster.bounds), abs=0.01)
+        crs = raster.crs
+    assert page.locator("#map").get_attribute("data-projection") == "EPSG:32631"
+    x, y, lon, lat = pointer_at_the_centre(page)
+    centre = ((extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2)
+    assert (x, y) == pytest.approx(centre, abs=2.0)  # within a few screen pixels of 0.5 m
+    (expected_lon,), (expected_lat,) = warp_transform(crs, "EPSG:4326", [x], [y])
+    assert (lon, lat) == pytest.approx((expected_lon, expected_lat), abs=2e-5)
+    assert "Footprint (EPSG:32631) · 0.30 × 0.30 km" in page.locator("#map-footprint").inner_text()
+
+    page.locator("#map-swipe").fill("20")
+    clipped = "() => document.querySelector('canvas.hndsr-result, .hndsr-result canvas').style.clipPath"
+    page.wait_for_function(f"{clipped} === 'inset(0px 0px 0px 20%)'")
+    line, frame = page.locator("#map-swipe-line").bounding_box(), page.locator("#map").bounding_box()
+    assert abs(line["x"] + 1 - (frame["x"] + frame["width"] * 0.2)) <= 2
+    shot(page, "10-map")
+    page.click("#view-compare")
+    assert page.locator("#viewer").is_visible() and page.locator("#map-view").is_hidden()
+    assert log.console_errors == []
+
+
+@requires_data("geotiff", "public", "image_rgb.tif")
+def test_a_job_result_on_the_map_read_by_http_ranges(opened: tuple[Any, PageLog], server: Server) -> None:
+    """A public raster in Web Mercator past the synchronous limit: a scene job, whose COG the map reads by
+    ranges (its overviews first) instead of downloading it whole."""
+    page, log = opened
+    ranges: list[tuple[str, str]] = []
+    page.on("request", lambda r: ranges.append((r.url, r.headers["range"])) if "range" in r.headers else None)
+    choose(page, PUBLIC_RGB)
+    upscale(page, 2)
+    job_id = page.locator("#result-info").inner_text().split("Job")[1].split()[0]
+    extent = open_map(page)
+    with rasterio.open(PUBLIC_RGB) as raster:
+        assert extent == pytest.approx(list(raster.bounds), abs=0.01)
+    x, y, lon, lat = pointer_at_the_centre(page)
+    (expected_lon,), (expected_lat,) = warp_transform("EPSG:3857", "EPSG:4326", [x], [y])
+    assert (lon, lat) == pytest.approx((expected_lon, expected_lat), abs=2e-5)
+    result_url = f"{server.url}/jobs/{job_id}/result"
+    size = int(httpx.head(result_url).headers["content-length"])
+    read = [tuple(map(int, value.removeprefix("bytes=").split("-"))) for url, value in ranges if url == result_url]
+    assert read and sum(last - first + 1 for first, last in read) < size, (read, size)
+    shot(page, "11-map-job")
+    assert log.console_errors == []
+
+
+def test_a_failed_job_shows_as_the_job_failure(opened: tuple[Any, PageLog], tmp_path: Path) -> None:
+    """A truncated PNG whose header says 800 x 800: past the synchronous limit, accepted as a job, which fails
+    while decoding; the page says the job failed and why, not the poll's 200."""
+    page, log = opened
+    truncated = tmp_path / "truncated.png"
+    image = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (800, 800, 3), dtype=np.uint8)).save(image, "PNG")
+    truncated.write_bytes(image.getvalue()[:60_000])
+    page.set_input_files("#file", str(truncated))
+    page.locator("#run:enabled").wait_for()
+    page.select_option("#scale", "2")
+    page.click("#run")
+    page.locator("#error", has_text="Job failed").wait_for(timeout=RESULT_TIMEOUT_MS)
+    text = page.locator("#error").inner_text()
+    assert text.startswith("Job failed · invalid image") and "damaged or truncated" in text, text
+    assert page.locator("#status").inner_text() == "The job failed."
+    assert page.locator("#view-map").is_disabled()

@@ -18,8 +18,9 @@ def test_defaults_follow_the_spec() -> None:
 def test_environment_overrides() -> None:
     s = load_settings({"PORT": "9000", "HOST": "0.0.0.0", "DEVICE": "CPU", "TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
                        "CORS_ORIGINS": "https://a.example,https://b.example", "MAX_PAYLOAD_MB": "0.5",
-                       "ADMIT_BY_SPEED": "False", "INFERENCE_ENGINE": "ONNXRuntime"})
-    assert s.inference_engine == "onnxruntime"
+                       "ADMIT_BY_SPEED": "False", "INFERENCE_ENGINE": "ONNXRuntime",
+                       "UI_BASEMAP_URL": "https://tiles.example/{z}/{x}/{y}.png"})
+    assert s.inference_engine == "onnxruntime" and s.ui_basemap_url == "https://tiles.example/{z}/{x}/{y}.png"
     assert s.port == 9000 and s.host == "0.0.0.0" and s.device == "cpu"
     assert ipaddress.ip_address("10.1.2.3") in s.trusted_proxies[0]
     assert s.cors_origins == ("https://a.example", "https://b.example")
@@ -31,6 +32,7 @@ def test_environment_overrides() -> None:
     ("MAX_PAYLOAD_MB", "zero"), ("REQUEST_TIMEOUT_S", "0"), ("TRUSTED_PROXIES", "not-an-ip"), ("HOST", "example.com"),
     ("TILE_OVERLAP", "200"), ("API_KEYS", "short"), ("TILE_BATCH", "0"), ("BATCH_WAIT_MS", "-1"),
     ("BATCH_WAIT_MS", "500"), ("ADMIT_BY_SPEED", "maybe"), ("INFERENCE_ENGINE", "openvino"),
+    ("UI_BASEMAP_URL", "https://tiles.example/tile.png"), ("UI_BASEMAP_URL", "file:///{z}/{x}/{y}.png"),
 ])
 def test_bad_values_are_named(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):

@@ -43,15 +43,37 @@ def test_model_choices_are_the_shipped_variants() -> None:
 
 def test_static_files_and_no_outside_urls() -> None:
     c = client()
-    for name in ("app.js", "style.css", "vendor/geotiff.js", "vendor/geotiff.LICENSE"):
+    for name in ("app.js", "map.js", "style.css", "vendor/geotiff.js", "vendor/geotiff.LICENSE", "vendor/ol.js",
+                 "vendor/ol.css", "vendor/ol.LICENSE", "vendor/proj4.js", "vendor/proj4.LICENSE"):
         assert c.get(f"/ui/{name}").status_code == 200, name
     assert c.get("/ui/../probes.py").status_code == 404
-    for name in ("index.html", "app.js", "style.css"):
+    for name in ("index.html", "app.js", "map.js", "style.css"):
         assert not re.search(r"(src|href)=\"(https?:)?//|url\((https?:)?//|fetch\(\"http", (STATIC / name).read_text())
 
 
 def test_config_tells_the_page_the_limits() -> None:
     body = client(max_image_pixels=1000, max_payload_mb=0.5, api_keys=(ApiKey("k" * 16),)).get("/ui/config.json").json()
     assert body == {"max_image_pixels": 1000, "max_output_pixels": Settings().max_output_pixels,
-                    "max_payload_bytes": 524288, "api_key_required": True}
+                    "max_payload_bytes": 524288, "max_job_upload_bytes": Settings().max_job_upload_bytes,
+                    "api_key_required": True, "basemap_url": None}
     assert client().get("/ui/config.json").json()["api_key_required"] is False
+
+
+def test_crs_definitions_for_the_map_come_from_proj() -> None:
+    c = client()
+    lambert = c.get("/ui/crs/EPSG:2154")
+    assert lambert.status_code == 200 and lambert.headers["cache-control"] == "public, max-age=86400"
+    assert lambert.text.startswith("+proj=lcc ") and "+lat_0=46.5" in lambert.text and lambert.text.endswith("+no_defs")
+    assert c.get("/ui/crs/EPSG:32631").text == "+proj=utm +zone=31 +datum=WGS84 +units=m +no_defs"
+    for unknown in ("EPSG:99999999", "EPSG:abc", "ESRI:102022", "32631"):
+        response = c.get(f"/ui/crs/{unknown}")
+        assert response.status_code == 404 and response.json()["error"] == "unknown_crs", unknown
+
+
+def test_a_basemap_is_offered_and_allowed_only_when_set() -> None:
+    assert "tile.example" not in client().get("/ui").headers["content-security-policy"]
+    c = client(ui_basemap_url="https://tile.example.org/{z}/{x}/{y}.png")
+    assert c.get("/ui/config.json").json()["basemap_url"] == "https://tile.example.org/{z}/{x}/{y}.png"
+    policy = c.get("/ui").headers["content-security-policy"]
+    assert "img-src 'self' blob: data: https://tile.example.org;" in policy
+    assert "connect-src 'self' https://tile.example.org;" in policy

@@ -6,16 +6,20 @@
     hndsr submit INPUT OUTPUT [--url http://127.0.0.1:8000] [--scale 4] [...the same options] [--api-key KEY]
                  [--no-delete-after]
     hndsr export-onnx OUT.onnx [--scale 4|all] [--model bicubic|real] [--tile 256] [--overlap 10] [--resolution 1000]
+    hndsr batch SOURCE... --output DEST --scale S [--bands 4,3,2] [--model bicubic|real] [--asset KEY]
+                [--ray ADDRESS] [--gpus-per-worker F]
     hndsr --version
 
 ``upscale`` runs the model here (``local.py``); ``submit`` sends INPUT to a server as a scene job, shows its
-progress and downloads the result. This module imports neither PyTorch nor rasterio, so that ``--help``,
-``--version`` and ``submit`` start at once.
+progress and downloads the result; ``batch`` runs archives of scenes in process or on Ray (``hndsr_batch``, the
+extra ``.[ray]``). This module imports neither PyTorch nor rasterio, so that ``--help``, ``--version`` and
+``submit`` start at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -94,6 +98,23 @@ def run_submit(args: argparse.Namespace, options: UpscaleOptions) -> int:
     return 0
 
 
+BATCH_EXTRA = "pip install -e '.[ray]'"
+
+
+def run_batch(args: argparse.Namespace, _: None) -> int:
+    """The ``batch`` command: 0 when every input was done, 1 when one failed, 2 when it cannot start."""
+    needed = ["pystac", "rio_stac", "boto3"] + (["ray"] if args.ray else [])
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"error: hndsr batch needs {', '.join(missing)}: {BATCH_EXTRA}", file=sys.stderr)
+        return 2
+    from hndsr_batch.run import run_batch as batch
+    from hndsr_batch.work import BatchParameters
+
+    params = BatchParameters(args.output, args.scale, args.bands, args.model)
+    return batch(args.sources, params, asset=args.asset, ray=args.ray, gpus_per_worker=args.gpus_per_worker)
+
+
 def export_scales(text: str) -> tuple[int, ...]:
     if text == "all":
         return tuple(SCALES)
@@ -169,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hndsr", description="HNDSR: super-resolution of satellite and aerial "
                                      "images and georeferenced rasters, x2 to x8", formatter_class=formatter)
     parser.add_argument("--version", action=ShowVersion)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{upscale,submit,export-onnx}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{upscale,submit,export-onnx,batch}")
     up = sub.add_parser("upscale", help="super-resolve an image, a GeoTIFF or a folder here",
                         description="Super-resolve here: a TIFF/GeoTIFF to a .tif becomes a georeferenced COG "
                         "(any size, by windows); other images by OUTPUT's suffix (PNG, JPEG, WebP); a folder gets a "
@@ -195,7 +216,41 @@ def build_parser() -> argparse.ArgumentParser:
                         help="delete the job from the service once its result is downloaded")
     submit.set_defaults(func=run_submit, prepare=options_of)
     add_export_parser(sub, formatter)
+    add_batch_parser(sub, formatter)
     return parser
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of GPUs in 0..64 (fractions allowed)")
+    return value
+
+
+def add_batch_parser(sub: argparse._SubParsersAction, formatter: type[argparse.HelpFormatter]) -> None:
+    batch = sub.add_parser("batch", help="super-resolve an archive of scenes, here or on a Ray cluster",
+                           description="Super-resolve every input into DEST as <stem>_x<S>.tif (a COG: CRS, bounds, "
+                           "dtype, bands and nodata kept) and <stem>_x<S>.json (its STAC Item), with batch.json "
+                           "telling what happened. Inputs are read where they are, by windows. Running the same "
+                           f"command again skips finished inputs. Needs the extra: {BATCH_EXTRA}",
+                           formatter_class=formatter)
+    batch.add_argument("sources", nargs="+", metavar="SOURCE",
+                       help="files, folders or globs; s3:// objects, prefixes or globs ('s3://bucket/scenes/*.tif'); "
+                            "https:// URLs of COGs; STAC Item or ItemCollection JSON (a path or URL)")
+    batch.add_argument("--output", required=True, metavar="DEST", help="a folder or s3://BUCKET/PREFIX")
+    batch.add_argument("--scale", type=int, required=True, choices=SCALES, metavar=span(SCALES),
+                       help="the upscaling factor")
+    batch.add_argument("--bands", type=band_list, default=None, metavar="4,3,2",
+                       help="1-based bands to keep, in output order (default: all)")
+    batch.add_argument("--model", choices=VARIANTS, default=DEFAULT_VARIANT, help="the shipped weights")
+    batch.add_argument("--asset", default=None, metavar="KEY",
+                       help="a STAC input's asset to read (default: visual, else its first GeoTIFF asset)")
+    batch.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="run on a Ray cluster: auto, ray://HOST:PORT or HOST:PORT (default: in this process)")
+    batch.add_argument("--gpus-per-worker", type=fraction, default=1.0, metavar="F",
+                       help="with --ray: GPUs per model worker, fractions allowed (CPU workers where the cluster "
+                            "has no GPU)")
+    batch.set_defaults(func=run_batch, prepare=lambda _: None)
 
 
 def add_export_parser(sub: argparse._SubParsersAction, formatter: type[argparse.HelpFormatter]) -> None:

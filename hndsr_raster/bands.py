@@ -49,6 +49,11 @@ class BandPlan:
     def model_passes(self) -> int:
         return sum(group.kind != "nearest" for group in self.groups)
 
+    @property
+    def model_bands(self) -> tuple[int, ...]:
+        """The source bands the model sees (an alpha band is copied by nearest neighbour instead)."""
+        return tuple(b for group in self.groups if group.kind != "nearest" for b in group.source)
+
 
 def _colour_triplet(bands: list[int], interp: dict[int, ColorInterp]) -> tuple[int, ...]:
     """Three bands are a colour image; among more, the ones labelled red, green and blue (if all are)."""

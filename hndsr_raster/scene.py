@@ -72,10 +72,11 @@ class SceneStep:
 
 
 @contextlib.contextmanager
-def open_raster(source: Path | bytes) -> Iterator[DatasetReader]:
+def open_raster(source: Path | str | bytes) -> Iterator[DatasetReader]:
     """Open a raster file or in-memory bytes; damaged or non-raster data raises :class:`RasterError`.
 
-    GDAL's messages name the file (a server path, or ``/vsimem/``), so the errors are in our own words.
+    GDAL's messages name the file (a server path, or ``/vsimem/``), so the errors are in our own words. A ``str``
+    may be any name GDAL opens (``/vsis3/bucket/key``, ``/vsicurl/https://…``).
     """
     if isinstance(source, bytes) and not source:
         raise RasterError("image is empty")
@@ -303,8 +304,7 @@ class SceneUpscaler:
     def _stats(self) -> dict[int, BandStats]:
         """Every model band's statistics, read once for the whole plan."""
         if self._band_stats is None:
-            bands = tuple(b for group in self.plan.groups if group.kind != "nearest" for b in group.source)
-            self._band_stats = scene_stats(self.src, bands)
+            self._band_stats = scene_stats(self.src, self.plan.model_bands)
         return self._band_stats
 
     def _copy_nearest(self, dst: RecordingWriter, group: BandGroup) -> None:

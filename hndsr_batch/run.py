@@ -103,9 +103,10 @@ def on_ray(rows: list[Row], params: BatchParameters, address: str, gpus_per_work
             model = {"num_cpus": 1}
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
         dataset = dataset.map(plan, fn_kwargs={"params": params}, num_cpus=STAGE_CPUS)
-        # A dead actor is restarted and its scene retried, on whichever node is left.
-        dataset = dataset.map(Upscaler, fn_constructor_kwargs={"params": params}, concurrency=(1, actors),
-                              max_restarts=-1, max_task_retries=-1, **model)
+        # Ray Data restarts a dead actor and retries its scene on whichever node is left (its actor pools default
+        # to max_restarts=-1 and max_task_retries=-1).
+        dataset = dataset.map(Upscaler, fn_constructor_kwargs={"params": params},
+                              compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors), **model)
         dataset = dataset.map(commit, fn_kwargs={"params": params}, num_cpus=STAGE_CPUS)
         yield from dataset.iter_rows()
     finally:

@@ -11,11 +11,13 @@ if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
 fi
 PY="$ROOT/.venv/bin/python"
-stamp=".venv/.hndsr-installed"
+# The extras to install: scripts/test adds ray (hndsr batch's tests start a Ray cluster); serving needs neither.
+extras="${HNDSR_EXTRAS:-serve,test}"
+stamp=".venv/.hndsr-installed-${extras//,/-}"
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-  echo "installing hndsr into .venv" >&2
+  echo "installing hndsr[$extras] into .venv" >&2
   "$PY" -m pip install -q "torch==2.13.0"
-  "$PY" -m pip install -q -e ".[serve,test]"
+  "$PY" -m pip install -q -e ".[$extras]"
   touch "$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"

@@ -15,6 +15,8 @@ Every figure is printed with the machine's load average beside it; functions com
 - ``load_soak``: mixed traffic against a real server: statuses, memory at rest (``--census``: objects and
   heap), ``/metrics`` against the client. ``fleet_soak``: two replicas on Postgres and S3, one killed every
   ``--kill-every`` seconds.
+- ``batch``: ``hndsr batch`` in process and on a local Ray cluster over the same GeoTIFFs: scenes per hour, output
+  megapixels per second, Ray's overhead, each stage's time.
 - ``shape_memory``: memory kept per new image shape. ``train_throughput``: training steps/s.
   ``real_pairs``: the models on the real Landsat-8/Sentinel-2 pairs, with registration diagnostics.
 

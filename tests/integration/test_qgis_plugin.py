@@ -28,6 +28,7 @@ from tests.rasters import smooth, write_raster
 
 QGIS_PROCESS = shutil.which("qgis_process.bin")
 QGIS_PYTHON = "/usr/bin/python3"  # Debian's python3-qgis belongs to the system's Python
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 HELPER = Path(__file__).with_name("qgis_helper.py")
 API_KEY = "qgis-plugin-test-key-0123456789"
 AUTHCFG, WRONG_AUTHCFG = "hndsr01", "hndsr02"  # QGIS's auth configuration ids are 7 characters
@@ -54,7 +55,10 @@ class Qgis:
         self.python("add-key", str(self.profile), WRONG_AUTHCFG, API_KEY[::-1])
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "HOME": str(self.home), "QT_QPA_PLATFORM": "offscreen",
+        """QGIS's own environment: its embedded Python finds its prefix from the first ``python3`` on PATH, which
+        must be the system's (the suite runs from the project's virtual environment, whose Python has no qgis)."""
+        inherited = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH")}
+        return {**inherited, "PATH": SYSTEM_PATH, "HOME": str(self.home), "QT_QPA_PLATFORM": "offscreen",
                 "XDG_RUNTIME_DIR": str(self.home), "QGIS_AUTH_PASSWORD_FILE": str(self.profile / "master-password")}
 
     def process(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -2,7 +2,10 @@
 megapixels per second, Ray's overhead and where the time goes (each stage's seconds from ``batch.json``).
 
     python -m benchmarks batch                      # the shared public GeoTIFFs at x4, 2 rounds, 2 worker nodes
-    python -m benchmarks batch --scale 2 --rounds 3 --json docs/batch_ray.json
+    python -m benchmarks batch --copies 4 --rounds 1 --json docs/batch_ray_archive.json   # 24 scenes
+
+``--copies K`` makes an archive of K links to each input under distinct names, so that the fixed costs (Ray's
+start-up, each actor's model and sessions) are spread over more scenes, as in a real archive.
 
 Each round runs the in-process batch, then the Ray batch, each as the ``hndsr batch`` command a user types, into
 a fresh folder (no skipping). The Ray cluster (a head with no CPUs and ``--workers`` nodes of 2 CPUs each) is
@@ -43,6 +46,18 @@ def run(inputs: list[str], output: Path, scale: int, ray: str | None) -> dict[st
             **{f"{stage}_s": seconds for stage, seconds in stages.items()}}
 
 
+def archive(folder: Path, copies: int) -> list[str]:
+    """``copies`` links to each input, named apart (outputs are named after their inputs)."""
+    folder.mkdir()
+    links = []
+    for copy in range(copies):
+        for name in INPUTS:
+            link = folder / f"{Path(name).stem}_{copy}.tif"
+            link.symlink_to(DATA / name)
+            links.append(str(link))
+    return links
+
+
 def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
 
@@ -52,11 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="Ray worker nodes (2 CPUs each)")
+    parser.add_argument("--copies", type=int, default=1, help="links to each input in the archive")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
-    inputs = [str(DATA / name) for name in INPUTS]
     with tempfile.TemporaryDirectory(prefix="hndsr-bench-batch-") as scratch:
         folder = Path(scratch)
+        inputs = archive(folder / "archive", args.copies)
         started = time.perf_counter()
         with local_ray_cluster(folder, workers=args.workers) as cluster:
             cluster_start = time.perf_counter() - started
@@ -67,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {n + 1}: in process {here[-1]['wall_s']:.1f} s, Ray {on_ray[-1]['wall_s']:.1f} s",
                       flush=True)
     local, ray = median_of(here), median_of(on_ray)
-    print(f"\n{len(inputs)} inputs at x{args.scale}, medians of {args.rounds} rounds; load average {load_average()}; "
+    print(f"\n{len(inputs)} inputs at x{args.scale}, medians of {args.rounds} rounds; {load_average()}; "
           f"Ray cluster ({args.workers} worker nodes) started in {cluster_start:.1f} s\n")
     print(f"{'':24}{'in process':>12}{'Ray':>12}")
     for key, label in (("wall_s", "wall time, s"), ("scenes_per_hour", "scenes per hour"),
@@ -77,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     overhead = ray["wall_s"] / local["wall_s"] - 1
     print(f"\nRay's wall time over in process: {overhead * 100:+.1f} %")
     if args.json:
-        args.json.write_text(json.dumps({"inputs": INPUTS, "scale": args.scale, "rounds": args.rounds,
+        args.json.write_text(json.dumps({"inputs": INPUTS, "copies": args.copies, "scale": args.scale,
+                                         "rounds": args.rounds,
                                          "workers": args.workers, "cluster_start_s": cluster_start,
                                          "in_process": local, "ray": ray, "ray_overhead": overhead,
                                          "load_average": load_average()}, indent=2) + "\n")

@@ -1,22 +1,19 @@
 """A Ray cluster of several nodes on this machine, for the tests and the batch benchmark: a head node (no CPUs of
-its own, so that the work lands on the workers) and worker nodes, each started by ``ray start --block`` in its
-own session so that one can be killed whole, as a lost machine is.
+its own, so that the work lands on the workers) and worker nodes, each started by ``ray start --block``, whose
+process tree (the raylet and every task's and actor's worker) is killed at once to lose a node as a machine is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
-
-from hndsr_service.local_server import free_port
+from hndsr_service.local_server import free_port, kill_tree
 
 START_TIMEOUT_S = 120
 JOIN_ATTEMPTS = 3
@@ -56,7 +53,7 @@ class LocalRayCluster:
                 if self.alive_nodes() >= nodes:
                     return node
                 time.sleep(2)
-            kill_session(node)
+            kill_tree(node)
         raise RuntimeError(f"{name} did not join the Ray cluster at {self.address}; see {self.folder}")
 
     def alive_nodes(self) -> int:
@@ -74,31 +71,12 @@ class LocalRayCluster:
             time.sleep(2)
 
     def kill_worker(self, index: int) -> None:
-        """The worker node gone at once, with every process it ran (its raylet, its tasks' and actors' workers)."""
-        kill_session(self.workers[index])
+        """The worker node gone at once, with every process it ran."""
+        kill_tree(self.workers[index])
 
     def stop(self) -> None:
         for node in [*self.workers, self.head]:
-            kill_session(node)
-
-
-def kill_session(process: subprocess.Popen) -> None:
-    """SIGKILL to ``process`` and every process of its session (Ray's workers start their own children)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    for child in _session_members(process.pid):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
-    process.wait(timeout=30)
-
-
-def _session_members(session_id: int) -> list[psutil.Process]:
-    members = []
-    for candidate in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, OSError):
-            if os.getsid(candidate.pid) == session_id:
-                members.append(candidate)
-    return members
+            kill_tree(node)
 
 
 @contextlib.contextmanager

@@ -119,12 +119,20 @@ def run_batch(sources: list[str], params: BatchParameters, asset: str | None = N
     rows = [new_row(scene) for scene in resolve(sources, asset)]
     report = Report(params, rows, ray)
     pending = [row for row in rows if row["status"] == SceneStatus.PENDING.value]
+    for row in rows:
+        if row["status"] == SceneStatus.FAILED.value:  # a SOURCE that gave nothing, an item without the asset
+            print(f"failed: {row['source']}: {row['error']}", file=sys.stderr)
     report.write()
     started = time.monotonic()
     scenes = tqdm(total=len(rows), initial=len(rows) - len(pending), desc="scenes", unit="scene", position=0)
     tiles = tqdm(desc="tiles", unit="tile", position=1, leave=False, disable=ray is not None)
     try:
-        results = on_ray(pending, params, ray, gpus_per_worker) if ray else in_process(pending, params, tiles)
+        if not pending:
+            results: Iterable[Row] = ()
+        elif ray:
+            results = on_ray(pending, params, ray, gpus_per_worker)
+        else:
+            results = in_process(pending, params, tiles)
         for row in results:
             report.update(row)
             report.write()

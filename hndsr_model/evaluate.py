@@ -9,7 +9,10 @@ realistic pipeline instead (seeded per image and scale, so every method sees the
 ``--real-pairs ../shared/data/geotiff`` scores the real Landsat-8 -> Sentinel-2 pairs (x3) instead:
 each output's radiometry is matched to the Sentinel-2 reference per channel by least squares (gain
 and offset, as a sensor calibration would), rounded to uint8, then Y-PSNR/SSIM with a 3-pixel border.
-``--register 4`` first co-registers each pair (the two satellites' grids are offset by whole pixels).
+``--register 4`` first co-registers each pair (the two satellites' grids are offset by whole pixels). Beside
+them, the scores the Sentinel-2 community uses on real pairs (``quality.py``, after ESA's opensr-test): reflectance
+consistency with the Landsat-8 input (the output averaged back to its grid; grey levels), the spectral angle to the
+reference (degrees), and the shares of input pixels improved, omitted and hallucinated.
 
 ``--uncertainty`` scores the uncertainty map instead (per scale and ``--ddim-steps``): Spearman's rho
 between sigma and the output's absolute luma error, per image and pooled, beside the same for the
@@ -33,7 +36,16 @@ from . import degradation
 from .data import bicubic_upscale, list_images, load_rgb, make_pair
 from .options import DEFAULT_UNCERTAINTY_SAMPLES, UpscaleOptions
 from .pipeline import HNDSRPipeline
-from .quality import gmsd, gradient_energy_ratio, spearman, y_psnr, y_ssim
+from .quality import (
+    correctness,
+    gmsd,
+    gradient_energy_ratio,
+    reflectance_consistency,
+    spearman,
+    spectral_angle,
+    y_psnr,
+    y_ssim,
+)
 from .timing import round_robin_seconds
 from .uncertainty import LUMA
 from .weights import DEFAULT_WEIGHTS
@@ -188,10 +200,15 @@ def evaluate_real_pairs(
         outputs.update({method_name(name, 0): p.upscale(lr, options).image for name, p in pipelines.items()})
         shift = best_shift(outputs["bicubic"], hr, scale, register) if register else (0, 0)
         results[scene] = {}
+        lr_up = outputs["bicubic"]
+        lr_up_as_hr = radiometric_match(np.roll(lr_up, shift, (0, 1)), hr)
         for method, out in outputs.items():
             matched = radiometric_match(np.roll(out, shift, (0, 1)), hr)
-            results[scene][method] = {"psnr": round(y_psnr(matched, hr, border), 4),
-                                      "ssim": round(y_ssim(matched, hr, border), 4)}
+            scores = {"psnr": y_psnr(matched, hr, border), "ssim": y_ssim(matched, hr, border),
+                      "consistency": reflectance_consistency(out, lr, scale),
+                      "sam_deg": spectral_angle(matched, hr, border),
+                      **correctness(out, lr_up, hr, matched, lr_up_as_hr, scale)}
+            results[scene][method] = {name: round(value, 4) for name, value in scores.items()}
         if register:
             results[scene]["shift_px"] = {"dy": shift[0], "dx": shift[1]}
     methods = [m for m in next(iter(results.values())) if m != "shift_px"]
@@ -201,6 +218,16 @@ def evaluate_real_pairs(
 
 def method_name(name: str, steps: int) -> str:
     return name if steps == 0 else f"{name}+ddim{steps}"
+
+
+def real_pairs_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """The mean over the pairs, a method a row."""
+    lines = ["| method | Y-PSNR (dB) | SSIM | consistency (grey levels) | spectral angle (deg) | improved % | "
+             "omitted % | hallucinated % |", "|---|---|---|---|---|---|---|---|"]
+    for method, m in results["mean"].items():
+        lines.append(f"| {method} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['consistency']:.2f} | {m['sam_deg']:.2f} | "
+                     f"{m['improvement_pct']:.1f} | {m['omission_pct']:.1f} | {m['hallucination_pct']:.1f} |")
+    return "\n".join(lines)
 
 
 def markdown_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -272,7 +299,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
-    if not (args.real_pairs or args.uncertainty):
+    if args.real_pairs:
+        print(real_pairs_table(report["results"]))
+    elif not args.uncertainty:
         print(markdown_table(report["results"]))
 
 

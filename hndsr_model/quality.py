@@ -88,3 +88,59 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman's rank correlation of two equally sized arrays (flattened)."""
     return float(np.corrcoef(average_ranks(x.ravel()), average_ranks(y.ravel()))[0, 1])
+
+
+# -- Real-pair scores of the Sentinel-2 community (ESA's opensr-test), implemented from its description ------------
+
+CORRECTNESS_GAMMA = 0.8  # the slope of opensr-test's correctness scores
+
+
+def block_mean(image: np.ndarray, scale: int) -> np.ndarray:
+    """``(H, W, C)`` -> ``(H / s, W / s, C)`` float64: each ``s x s`` block's mean, the input pixel it covers."""
+    h, w, c = image.shape[0] // scale, image.shape[1] // scale, image.shape[2]
+    blocks = image[: h * scale, : w * scale].astype(np.float64).reshape(h, scale, w, scale, c)
+    return blocks.mean(axis=(1, 3))
+
+
+def reflectance_consistency(output: np.ndarray, lr: np.ndarray, scale: int) -> float:
+    """Mean absolute difference, in the data's units, between the output averaged back to the input's grid and the
+    input: 0 means the output keeps the input's radiometry exactly."""
+    return float(np.mean(np.abs(block_mean(output, scale) - lr[: output.shape[0] // scale, : output.shape[1] // scale])))
+
+
+def spectral_angle(output: np.ndarray, reference: np.ndarray, border: int) -> float:
+    """Mean angle in degrees between each pixel's band vector in ``output`` and in ``reference`` (0: same spectra;
+    a gain leaves it unchanged)."""
+    a = _crop(output.astype(np.float64), border).reshape(-1, output.shape[2])
+    b = _crop(reference.astype(np.float64), border).reshape(-1, reference.shape[2])
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    valid = norms > 0
+    cosine = np.clip(np.sum(a * b, axis=1)[valid] / norms[valid], -1.0, 1.0)
+    return float(np.degrees(np.mean(np.arccos(cosine))))
+
+
+def correctness(sr: np.ndarray, lr_up: np.ndarray, hr: np.ndarray, sr_as_hr: np.ndarray, lr_up_as_hr: np.ndarray,
+                scale: int, gamma: float = CORRECTNESS_GAMMA) -> dict[str, float]:
+    """The shares (%) of input pixels the super-resolution improved, omitted (stayed like the upsampled input) or
+    hallucinated (left both the input and the reference), after opensr-test.
+
+    Per input pixel (an ``s x s`` block of the output), L1 distances over the bands: ``d_im`` from the output to the
+    reference, ``d_om`` from the output to the upsampled input, both over ``d_ref``, the upsampled input's distance to
+    the reference (pixels where that is 0 have nothing to improve and are left out). With ``H = d_im + d_om - 1``:
+    improvement ``d_im + d_om (1 - exp(-gamma H))``, omission ``d_om + d_im (1 - exp(-gamma H))``, hallucination
+    ``exp(-gamma d_im d_om)``; each pixel counts for its lowest score. Distances to the reference use ``sr_as_hr``
+    and ``lr_up_as_hr``, the two put in the reference's radiometry (another sensor's), ``d_om`` the outputs as made.
+    """
+    def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return block_mean(np.abs(a.astype(np.float64) - b.astype(np.float64)), scale).mean(axis=2)
+
+    reference = distance(lr_up_as_hr, hr)
+    valid = reference > 0
+    d_im = distance(sr_as_hr, hr)[valid] / reference[valid]
+    d_om = distance(sr, lr_up)[valid] / reference[valid]
+    h = d_im + d_om - 1
+    scores = np.stack([d_im + d_om * (1 - np.exp(-gamma * h)), d_om + d_im * (1 - np.exp(-gamma * h)),
+                       np.exp(-gamma * d_im * d_om)])
+    shares = np.bincount(np.argmin(scores, axis=0), minlength=3) / max(int(valid.sum()), 1) * 100
+    return {"improvement_pct": float(shares[0]), "omission_pct": float(shares[1]),
+            "hallucination_pct": float(shares[2])}

@@ -1,7 +1,7 @@
 """``hndsr:superresolve``: send a raster layer to an HNDSR service and write the larger raster it answers.
 
 A raster within the service's synchronous limits (its ``/ui/config.json``) goes to ``POST /upscale``; a larger
-one, or one ``/upscale`` refuses as too large, runs as a scene job (``POST /jobs``): the job's tiles drive the
+one, or one ``/upscale`` refuses as too large or runs out of time on, runs as a scene job (``POST /jobs``): the job's tiles drive the
 progress bar, Cancel deletes the job, and the result is downloaded by byte ranges, never whole in memory.
 """
 
@@ -153,8 +153,8 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             feedback.pushInfo(f"{layer.width()} x {layer.height()} px: POST /upscale")
             try:
                 reply = service.post_form("/upscale", fields, source.name, source.read_bytes())
-            except ServiceError as exc:
-                if exc.status != 413:
+            except ServiceError as exc:  # too large or too slow for a synchronous request: as the web page does
+                if exc.status != 413 and exc.code != "inference_timeout":
                     raise
                 beyond = f"/upscale refused it ({exc})"
             else:

@@ -41,8 +41,8 @@ class LocalRayCluster:
             raise
 
     def _start(self, name: str, command: list[str]) -> subprocess.Popen:
-        log = (self.folder / f"{name}.log").open("ab")
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        with (self.folder / f"{name}.log").open("ab") as log:  # the node keeps its own copy of the descriptor
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
 
     def _join(self, name: str, command: list[str], nodes: int) -> subprocess.Popen:
         """A worker node, started again if ``ray start`` gave up before the cluster counted it."""

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 
 from tqdm import tqdm
 
-from .locations import destination
+from .locations import destination, storage_errors
 from .sources import resolve
 from .work import BatchParameters, Row, SceneStatus, Upscaler, commit, new_row, plan
 
@@ -43,6 +43,13 @@ class Report:
 
     def update(self, row: Row) -> None:
         self.rows[row["source"]] = row
+
+    def stop(self, unfinished: SceneStatus) -> None:
+        """The last report of a run that ended early: every scene not done gets ``unfinished``."""
+        for row in self.rows.values():
+            if not SceneStatus(row["status"]).done:
+                row["status"] = unfinished.value
+        self.write(finished=True)
 
     def counts(self) -> dict[str, int]:
         counts = {status.value: 0 for status in SceneStatus}
@@ -122,7 +129,11 @@ def run_batch(sources: list[str], params: BatchParameters, asset: str | None = N
     for row in rows:
         if row["status"] == SceneStatus.FAILED.value:  # a SOURCE that gave nothing, an item without the asset
             print(f"failed: {row['source']}: {row['error']}", file=sys.stderr)
-    report.write()
+    try:
+        report.write()
+    except storage_errors() as exc:
+        print(f"error: cannot write {report.out.href(REPORT)}: {exc}", file=sys.stderr)
+        return 2
     started = time.monotonic()
     scenes = tqdm(total=len(rows), initial=len(rows) - len(pending), desc="scenes", unit="scene", position=0)
     tiles = tqdm(desc="tiles", unit="tile", position=1, leave=False, disable=ray is not None)
@@ -140,13 +151,14 @@ def run_batch(sources: list[str], params: BatchParameters, asset: str | None = N
             if row["status"] == SceneStatus.FAILED.value:
                 tqdm.write(f"failed: {row['source']}: {row['error']}", file=sys.stderr)
     except KeyboardInterrupt:
-        for row in report.rows.values():
-            if not SceneStatus(row["status"]).done:
-                row["status"] = SceneStatus.INTERRUPTED.value
-        report.write(finished=True)
+        report.stop(SceneStatus.INTERRUPTED)
         print(f"\ninterrupted: {report.out.href(REPORT)} says what was done; run the same command to go on",
               file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 (the run itself failed: no Ray cluster there, the model not loadable)
+        report.stop(SceneStatus.PENDING)
+        print(f"error: {type(exc).__name__}: {exc}; {report.out.href(REPORT)} says what was done", file=sys.stderr)
+        return 2
     finally:
         tiles.close()
         scenes.close()

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from .locations import is_http, is_s3, read_text, s3_client, split_s3
 
-RASTER_SUFFIXES = (".tif", ".tiff")
+RASTER_SUFFIXES = (".tif", ".tiff")  # what a folder, prefix or glob contributes
 DEFAULT_ASSET = "visual"
 GLOB_CHARS = re.compile(r"[*?\[]")
 SAFE_STEM = re.compile(r"[^A-Za-z0-9._-]+")
@@ -27,7 +27,8 @@ SAFE_STEM = re.compile(r"[^A-Za-z0-9._-]+")
 class Scene:
     """One raster to super-resolve."""
 
-    source: str  # what the batch names it by: the raster's URI, or the STAC item's with ``#asset``
+    source: str  # what the batch names it by: the raster's URI, or the STAC item's with ``@asset`` (``#id@asset``
+    # for an item of an ItemCollection)
     href: str  # the raster: a path, s3:// or https://
     stem: str  # outputs are ``<stem>_x<S>.tif`` and ``.json``
     derived_from: str  # the source STAC item's href, else the raster's
@@ -50,7 +51,7 @@ def resolve(arguments: list[str], asset: str | None = None) -> list[Scene | Unus
             found.append(Unusable(argument, f"cannot read it: {exc}"))
     taken: dict[str, str] = {}
     unique: list[Scene | Unusable] = []
-    for scene in found:
+    for scene in dict.fromkeys(found):  # a raster named twice (a.tif and *.tif) is one input
         if isinstance(scene, Scene):
             if scene.stem in taken:
                 scene = Unusable(scene.source, f"its output name {scene.stem!r} is already {taken[scene.stem]}'s")
@@ -86,7 +87,7 @@ def is_raster_name(name: str) -> bool:
 def local_rasters(argument: str) -> list[str]:
     """Absolute paths: items link to them and batch.json names them wherever the next run starts."""
     if GLOB_CHARS.search(argument):
-        found = [Path(path) for path in glob.glob(argument, recursive=True) if Path(path).is_file()]
+        found = [Path(p) for p in glob.glob(argument, recursive=True) if Path(p).is_file() and is_raster_name(p)]
     elif Path(argument).is_dir():
         found = [p for p in Path(argument).rglob("*") if p.is_file() and is_raster_name(p.name)]
     else:
@@ -101,7 +102,7 @@ def s3_rasters(argument: str) -> list[str]:
     prefix = GLOB_CHARS.split(key, 1)[0] if pattern else key
     keys = _list_keys(bucket, prefix)
     if pattern:
-        chosen = [k for k in keys if fnmatch.fnmatchcase(k, pattern)]
+        chosen = [k for k in keys if fnmatch.fnmatchcase(k, pattern) and is_raster_name(k)]
     elif key in keys:
         chosen = [key]
     else:

@@ -22,7 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from hndsr_model.options import UpscaleOptions
+from hndsr_model.options import DEFAULT_VARIANT, UpscaleOptions
 
 from .locations import Destination, destination, gdal_options, gdal_path, sha256_file, storage_errors
 from .sources import Scene, Unusable
@@ -51,7 +51,7 @@ class BatchParameters:
     output: str
     scale: int
     bands: tuple[int, ...] | None = None
-    model: str = "bicubic"
+    model: str = DEFAULT_VARIANT
 
     def options(self) -> UpscaleOptions:
         return UpscaleOptions(scale=self.scale, bands=self.bands, model=self.model)
@@ -109,6 +109,8 @@ def plan(row: Row, params: BatchParameters) -> Row:
     except (RasterioError, ValueError, *storage_errors()) as exc:
         return {**row, "status": SceneStatus.FAILED.value, "error": f"cannot read {row['href']}: {exc}",
                 "plan_s": time.monotonic() - started}
+    except Exception as exc:  # noqa: BLE001 (anything else fails this scene alone, with its reason)
+        return {**row, "status": SceneStatus.FAILED.value, "error": failure(exc), "plan_s": time.monotonic() - started}
     return {**row, "status": SceneStatus.PLANNED.value, "input": json.dumps(described),
             "band_stats": json.dumps({str(b): [s.low, s.high, s.fill] for b, s in stats.items()}),
             "plan_s": time.monotonic() - started}
@@ -150,7 +152,7 @@ class Upscaler:
         started = time.monotonic()
         use_gdal_options()
         out = destination(self.params.output)
-        cog_name, _ = self.params.names(row["stem"])
+        cog_name, item_name = self.params.names(row["stem"])
         stats = {int(b): BandStats(*v) for b, v in json.loads(row["band_stats"]).items()}
         try:
             with tempfile.TemporaryDirectory(prefix="hndsr-batch-") as scratch:
@@ -159,9 +161,13 @@ class Upscaler:
                     upscaler = SceneUpscaler(self.pipeline, src, self.params.options(), band_stats=stats)
                     upscaler.write(cog, progress=progress)
                 item = self._describe(cog, row, out.href(cog_name))
+                out.delete(item_name)  # an earlier run's item must not describe the COG that replaces its own
                 out.put_file(cog, cog_name)
         except (RasterError, *storage_errors()) as exc:
             return {**row, "status": SceneStatus.FAILED.value, "error": f"{row['href']}: {exc}",
+                    "upscale_s": time.monotonic() - started}
+        except Exception as exc:  # noqa: BLE001 (a scene's own failure, e.g. out of GPU memory, fails it alone)
+            return {**row, "status": SceneStatus.FAILED.value, "error": failure(exc),
                     "upscale_s": time.monotonic() - started}
         return {**row, "status": SceneStatus.WRITTEN.value, "item_json": json.dumps(item),
                 "tiles": upscaler.tiles_total, "upscale_s": time.monotonic() - started}
@@ -171,6 +177,10 @@ class Upscaler:
                             derived_from=row["derived_from"], source_datetime=row["datetime"],
                             parameters=self.params.recorded(), software=software(self.pipeline.version),
                             size=cog.stat().st_size, sha256=sha256_file(cog))
+
+
+def failure(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def software(model_version: str) -> dict[str, str]:

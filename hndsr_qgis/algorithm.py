@@ -1,12 +1,14 @@
 """``hndsr:superresolve``: send a raster layer to an HNDSR service and write the larger raster it answers.
 
-A raster within the service's synchronous limits (its ``/ui/config.json``) goes to ``POST /upscale``; a larger
-one, or one ``/upscale`` refuses as too large or runs out of time on, runs as a scene job (``POST /jobs``): the job's tiles drive the
-progress bar, Cancel deletes the job, and the result is downloaded by byte ranges, never whole in memory.
+A raster within the service's synchronous limits (its ``/ui/config.json``) goes to ``POST /upscale``; a larger one,
+or one ``/upscale`` refuses as too large or too slow, runs as a scene job (``POST /jobs``): the job's tiles drive
+the progress bar, the result is downloaded by byte ranges, and the job is deleted on the service however the run
+ends (done, failed, cancelled). The upload is sent from memory (QGIS 3.22's blocking request takes a byte array).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -179,7 +181,7 @@ def beyond_sync_limits(limits: dict[str, Any], size: int, pixels: int, scale: in
 
 def run_job(service: Service, source: Path, fields: dict[str, str], limits: dict[str, Any], result: Path,
             feedback: QgsProcessingFeedback) -> None:
-    """Submit, follow the tiles on the progress bar, download; a cancel deletes the job before it stops."""
+    """Submit, follow the tiles on the progress bar, download; the job is deleted on the service in every case."""
     most = limits.get("max_job_upload_bytes")
     if most and source.stat().st_size > most:
         raise ServiceError(f"the file ({source.stat().st_size / 2**20:.0f} MiB) is over the service's job upload "
@@ -187,21 +189,21 @@ def run_job(service: Service, source: Path, fields: dict[str, str], limits: dict
     job = service.post_form("/jobs", fields, source.name, source.read_bytes()).json()
     job_path = f"/jobs/{job['job_id']}"
     feedback.pushInfo(f"job {job['job_id']} submitted ({service.url}{job_path})")
+    cancelled = ServiceError(f"cancelled: job {job['job_id']} deleted on the service")
     try:
         status = follow(service, job_path, feedback)
-    except ServiceError:
         if feedback.isCanceled():
-            status = {"status": "cancelled"}
-        else:
-            raise
-    if feedback.isCanceled() or status["status"] != "succeeded":
-        cancelled = feedback.isCanceled()
-        service.delete(job_path)
-        if cancelled:
-            raise ServiceError(f"cancelled: job {job['job_id']} deleted on the service")
-        raise ServiceError(f"job {job['job_id']} {status['status']}: {status.get('error') or 'no reason given'}")
-    download(service, f"{job_path}/result", result, feedback)
-    service.delete(job_path)  # the result is here now: free the service's disk
+            raise cancelled
+        if status["status"] != "succeeded":
+            raise ServiceError(f"job {job['job_id']} {status['status']}: {status.get('error') or 'no reason given'}")
+        download(service, f"{job_path}/result", result, feedback)
+    except ServiceError:
+        if feedback.isCanceled():  # a transfer cut short by the cancel says so, not "connection closed"
+            raise cancelled from None
+        raise
+    finally:  # done, failed, cancelled or cut off: the job's files go from the service's disk either way
+        with contextlib.suppress(ServiceError):
+            service.delete(job_path)
     feedback.pushInfo(f"job {job['job_id']} done, result downloaded and the job deleted")
 
 

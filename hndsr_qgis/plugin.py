@@ -85,10 +85,10 @@ class SettingsDialog(QDialog):
         try:
             service.post_form("/upscale", {}, "", b"")
         except ServiceError as exc:
-            if exc.status == 401:
+            if exc.status != 422:  # 401: the key; 429, 503: the service's own words
                 raise
             return "API key accepted" if service.key else "no API key needed"
-        return "API key accepted"
+        raise ServiceError("the service took an empty image: is this an HNDSR service?")
 
     def save(self) -> None:
         settings.save(self.url.text(), self.auth.configId())

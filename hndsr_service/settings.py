@@ -223,7 +223,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         job_lease_s=_parse(env, "JOB_LEASE_S", d.job_lease_s, float, lambda v: 2 <= v <= 3600,
                            "a number of seconds in 2..3600"),
         ui_basemap_url=_parse(env, "UI_BASEMAP_URL", d.ui_basemap_url, str, _is_tile_template,
-                              "an http(s) URL of XYZ tiles with {z}, {x} and {y}"),
+                              "an http(s) URL of XYZ tiles with {z}, {x} and {y} on one host (no {a-c} in the host)"),
         replica_id=_parse(env, "REPLICA_ID", d.replica_id, str, lambda v: 0 < len(v) <= 200 and v.isprintable(),
                           "a printable name of at most 200 characters"),
     )
@@ -237,9 +237,11 @@ def _boolean(raw: str) -> bool:
 
 
 def _is_tile_template(value: str) -> bool:
+    """An XYZ tile URL on one plain host (the page's Content-Security-Policy names that host: no ``{a-c}`` host
+    template, no user name or password in it)."""
     parsed = urllib.parse.urlsplit(value)
-    return (parsed.scheme in ("http", "https") and bool(parsed.netloc) and not any(c.isspace() for c in value)
-            and all(part in value for part in ("{z}", "{x}", "{y}")))
+    return (parsed.scheme in ("http", "https") and bool(parsed.netloc) and not any(c in parsed.netloc for c in "{}@")
+            and not any(c.isspace() for c in value) and all(part in value for part in ("{z}", "{x}", "{y}")))
 
 
 def _is_ip(value: str) -> bool:

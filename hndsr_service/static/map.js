@@ -15,6 +15,7 @@ window.HNDSRMap = (() => {
   let offered = null; // {input: File, result: Blob | URL string, crs, stretch, basemapUrl}
   let map = null;
   let vendor = null;
+  let opening = null; // the map being built
 
   function load(tag, attributes) {
     return new Promise((resolve, reject) => {
@@ -77,24 +78,30 @@ window.HNDSRMap = (() => {
     el.status.hidden = !text;
   }
 
-  async function open() {
-    if (map || !offered) {
-      map?.updateSize();
-      return;
+  // One opening at a time: a second click while OpenLayers loads waits for the first instead of building a twin.
+  function open() {
+    if (map) {
+      map.updateSize();
+      return Promise.resolve();
     }
+    opening ??= build(offered).finally(() => { opening = null; });
+    return opening;
+  }
+
+  async function build(data) {
+    if (!data) return;
     say("Loading the map…");
     await loadVendor();
-    const data = offered;
     const input = new ol.source.GeoTIFF({ sources: [sourceInfo(data.input, data.stretch, data.bands)] });
     const result = new ol.source.GeoTIFF({ sources: [sourceInfo(data.result, data.stretch, data.bands)] });
     const view = await result.getView();
-    if (data !== offered) return; // another image was chosen meanwhile
+    if (data !== offered || map) return; // another image was chosen meanwhile
     if (!view.projection) throw new Error(`the result's CRS (${data.crs}) is unknown to the map`);
-    map = build(data, input, result, view);
+    map = draw(data, input, result, view);
     say("");
   }
 
-  function build(data, inputSource, resultSource, viewOptions) {
+  function draw(data, inputSource, resultSource, viewOptions) {
     const projection = ol.proj.get(viewOptions.projection);
     const extent = viewOptions.extent;
     const footprint = new ol.layer.Vector({

@@ -33,6 +33,8 @@ def test_environment_overrides() -> None:
     ("TILE_OVERLAP", "200"), ("API_KEYS", "short"), ("TILE_BATCH", "0"), ("BATCH_WAIT_MS", "-1"),
     ("BATCH_WAIT_MS", "500"), ("ADMIT_BY_SPEED", "maybe"), ("INFERENCE_ENGINE", "openvino"),
     ("UI_BASEMAP_URL", "https://tiles.example/tile.png"), ("UI_BASEMAP_URL", "file:///{z}/{x}/{y}.png"),
+    ("UI_BASEMAP_URL", "https://{a-c}.tiles.example/{z}/{x}/{y}.png"),
+    ("UI_BASEMAP_URL", "https://user:secret@tiles.example/{z}/{x}/{y}.png"),
 ])
 def test_bad_values_are_named(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):

@@ -8,6 +8,7 @@ completed multipart upload), which S3 makes visible all at once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import urllib.request
@@ -125,7 +126,6 @@ class Destination(ABC):
 class FolderDestination(Destination):
     def __init__(self, root: str) -> None:
         super().__init__(str(Path(root).absolute()))
-        Path(self.root).mkdir(parents=True, exist_ok=True)
 
     def _path(self, name: str) -> Path:
         return Path(self.root) / name
@@ -164,7 +164,9 @@ class FolderDestination(Destination):
         self._path(name).unlink(missing_ok=True)
 
     def _part(self, name: str) -> Path:
-        """A hidden working name in the same folder, so that the rename is atomic; never a reader's match."""
+        """A hidden working name in the same folder, so that the rename is atomic; never a reader's match. The
+        folder is made here, at each write: a destination is kept per process, and the folder may go between runs."""
+        Path(self.root).mkdir(parents=True, exist_ok=True)
         return Path(self.root) / f".{name}.{uuid.uuid4().hex[:8]}.part"
 
 
@@ -184,7 +186,7 @@ class S3Destination(Destination):
         try:
             return int(self.client.head_object(Bucket=self.bucket, Key=self._key(name))["ContentLength"])
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _missing(exc):
                 return None
             raise
 
@@ -196,9 +198,15 @@ class S3Destination(Destination):
         return digest.hexdigest()
 
     def read_text(self, name: str) -> str | None:
-        if self.size(name) is None:
-            return None
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(name))["Body"].read().decode("utf-8")
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(name))["Body"]
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+        return body.read().decode("utf-8")
 
     def write_text(self, name: str, text: str) -> None:
         content_type = "application/json" if name.endswith(".json") else "text/plain"
@@ -213,7 +221,14 @@ class S3Destination(Destination):
         self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
 
 
+def _missing(exc: Exception) -> bool:
+    """A boto3 ClientError that says the object is not there (404 to a HEAD, NoSuchKey to a GET)."""
+    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=8)
 def destination(root: str) -> Destination:
+    """The destination at ``root``, one per process: every stage of every scene shares its S3 client."""
     if is_http(root):
         raise ValueError(f"--output {root!r}: a batch writes to a folder or to s3://BUCKET/PREFIX, not to a URL")
     return S3Destination(root) if is_s3(root) else FolderDestination(root)

@@ -20,7 +20,7 @@ import bentoml
 from bentoml.exceptions import NotFound
 from bentoml.validators import ContentType
 
-from hndsr_model.options import DEFAULT_UNCERTAINTY_SAMPLES, DEFAULT_VARIANT
+from hndsr_model.options import DEFAULT_CONSISTENCY, DEFAULT_UNCERTAINTY_SAMPLES, DEFAULT_VARIANT
 from hndsr_model.pipeline import HNDSRPipeline
 from hndsr_model.weights import WeightsError, variant_paths
 from hndsr_service import guards, imaging, malformed, metrics, openapi, ratelimit, uploads
@@ -35,6 +35,7 @@ from hndsr_service.products import Product, ProductRequest, make_product, varian
 from hndsr_service.schemas import (
     Bands,
     Base64Image,
+    Consistency,
     DdimSteps,
     InferMetadata,
     InferResponse,
@@ -158,6 +159,7 @@ class HNDSR:
         return_uncertainty: ReturnUncertainty = False,
         uncertainty_samples: UncertaintySamples = DEFAULT_UNCERTAINTY_SAMPLES,
         model: ModelVariant = DEFAULT_VARIANT,
+        consistency: Consistency = DEFAULT_CONSISTENCY,
         *,
         ctx: bentoml.Context,
     ) -> InferResponse:
@@ -187,6 +189,7 @@ class HNDSR:
         return_uncertainty: ReturnUncertainty = False,
         uncertainty_samples: UncertaintySamples = DEFAULT_UNCERTAINTY_SAMPLES,
         model: ModelVariant = DEFAULT_VARIANT,
+        consistency: Consistency = DEFAULT_CONSISTENCY,
         *,
         ctx: bentoml.Context,
     ) -> ImageFile:
@@ -213,7 +216,7 @@ class HNDSR:
             input_size=product.input_size, output_size=product.output_size, scale_factor=options.scale,
             ddim_steps=options.ddim_steps, seed=product.seed, latency_ms=round(seconds * 1000, 1),
             device=state.device, model="hndsr", model_variant=options.model, model_version=pipeline.version,
-            tiles=product.tiles, request_id=request_id(ctx))
+            consistency=options.consistency, tiles=product.tiles, request_id=request_id(ctx))
         return product, meta
 
 

@@ -22,7 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from hndsr_model.options import DEFAULT_VARIANT, UpscaleOptions
+from hndsr_model.options import DEFAULT_CONSISTENCY, DEFAULT_VARIANT, UpscaleOptions
 
 from .locations import Destination, destination, gdal_options, gdal_path, sha256_file, storage_errors
 from .sources import Scene, Unusable
@@ -52,14 +52,15 @@ class BatchParameters:
     scale: int
     bands: tuple[int, ...] | None = None
     model: str = DEFAULT_VARIANT
+    consistency: bool = DEFAULT_CONSISTENCY
 
     def options(self) -> UpscaleOptions:
-        return UpscaleOptions(scale=self.scale, bands=self.bands, model=self.model)
+        return UpscaleOptions(scale=self.scale, bands=self.bands, model=self.model, consistency=self.consistency)
 
     def recorded(self) -> dict[str, Any]:
         """What a product's item records of how it was made; a later run skips a scene only on equal values."""
         return {"scale": self.scale, "bands": list(self.bands) if self.bands else None, "model": self.model,
-                "ddim_steps": 0, "seed": None}
+                "ddim_steps": 0, "seed": None, "consistency": self.consistency}
 
     def names(self, stem: str) -> tuple[str, str]:
         """The COG's and the item's names in the destination."""

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from hndsr_model.options import (
     DDIM_STEPS,
+    DEFAULT_CONSISTENCY,
     DEFAULT_EXPORT_OVERLAP_PERCENT,
     DEFAULT_EXPORT_RESOLUTION_CM,
     DEFAULT_TILE_SIZE,
@@ -45,7 +46,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 def options_of(args: argparse.Namespace) -> UpscaleOptions:
     return UpscaleOptions(args.scale, args.ddim_steps, args.seed, args.bands, args.model, args.uncertainty,
-                          args.uncertainty_samples)
+                          args.uncertainty_samples, args.consistency)
 
 
 def run_upscale(args: argparse.Namespace, options: UpscaleOptions) -> int:
@@ -111,7 +112,7 @@ def run_batch(args: argparse.Namespace, _: None) -> int:
     from hndsr_batch.run import run_batch as batch
     from hndsr_batch.work import BatchParameters
 
-    params = BatchParameters(args.output, args.scale, args.bands, args.model)
+    params = BatchParameters(args.output, args.scale, args.bands, args.model, args.consistency)
     return batch(args.sources, params, asset=args.asset, ray=args.ray, gpus_per_worker=args.gpus_per_worker)
 
 
@@ -167,6 +168,13 @@ def add_model_options(parser: argparse.ArgumentParser, inputs: str, outputs: str
     parser.add_argument("--uncertainty-samples", type=int, default=DEFAULT_UNCERTAINTY_SAMPLES,
                         choices=UNCERTAINTY_SAMPLES, metavar=span(UNCERTAINTY_SAMPLES),
                         help="with --ddim-steps > 0: the seeded diffusion samples behind the map")
+    add_consistency_option(parser)
+
+
+def add_consistency_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--consistency", action=argparse.BooleanOptionalAction, default=DEFAULT_CONSISTENCY,
+                        help="project the output onto the input: each SxS block averages to its input pixel, per "
+                             "band, in the data's units (--no-consistency: the network's output as it is)")
 
 
 class ShowVersion(argparse.Action):
@@ -243,6 +251,7 @@ def add_batch_parser(sub: argparse._SubParsersAction, formatter: type[argparse.H
     batch.add_argument("--bands", type=band_list, default=None, metavar="4,3,2",
                        help="1-based bands to keep, in output order (default: all)")
     batch.add_argument("--model", choices=VARIANTS, default=DEFAULT_VARIANT, help="the shipped weights")
+    add_consistency_option(batch)
     batch.add_argument("--asset", default=None, metavar="KEY",
                        help="a STAC input's asset to read (default: visual, else its first GeoTIFF asset)")
     batch.add_argument("--ray", default=None, metavar="ADDRESS",
@@ -265,6 +274,7 @@ def add_export_parser(sub: argparse._SubParsersAction, formatter: type[argparse.
                         help="the upscaling factor, or all of them")
     export.add_argument("--model", choices=VARIANTS, default=DEFAULT_VARIANT, help="the shipped weights")
     export.add_argument("--weights", type=Path, default=None, help="a weights file to use instead of --model's")
+    add_consistency_option(export)
     export.add_argument("--tile", type=int, default=DEFAULT_TILE_SIZE, help="the square input tile's side, pixels")
     export.add_argument("--overlap", type=int, default=DEFAULT_EXPORT_OVERLAP_PERCENT,
                         help="Deepness's overlap of tiles, percent of a tile")

@@ -32,7 +32,8 @@ def form_fields(options: UpscaleOptions) -> dict[str, str]:
               "seed": options.seed, "bands": ",".join(map(str, options.bands)) if options.bands else None,
               "model": options.model if options.model != default.model else None,
               "return_uncertainty": json.dumps(True) if options.uncertainty else None,
-              "uncertainty_samples": options.uncertainty_samples if options.uncertainty else None}
+              "uncertainty_samples": options.uncertainty_samples if options.uncertainty else None,
+              "consistency": json.dumps(options.consistency) if options.consistency != default.consistency else None}
     return {name: str(value) for name, value in fields.items() if value is not None}
 
 

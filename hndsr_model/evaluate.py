@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from . import degradation
+from .consistency import project
 from .data import bicubic_upscale, list_images, load_rgb, make_pair
 from .options import DEFAULT_UNCERTAINTY_SAMPLES, UpscaleOptions
 from .pipeline import HNDSRPipeline
@@ -50,16 +52,32 @@ from .timing import round_robin_seconds
 from .uncertainty import LUMA
 from .weights import DEFAULT_WEIGHTS
 
+# --consistency: which of without / with the LR-consistency projection each method is scored.
+PROJECTIONS = {"off": [False], "on": [True], "both": [False, True]}
 POOLED_STRIDE = 7  # every 7th pixel of every image goes into the pooled Spearman
 
 
-def score(output: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
+def score(output: np.ndarray, hr: np.ndarray, lr: np.ndarray, scale: int) -> dict[str, float]:
     return {
         "psnr": y_psnr(output, hr, scale),
         "ssim": y_ssim(output, hr, scale),
         "grad_ratio": gradient_energy_ratio(output, hr, scale),
         "gmsd": gmsd(output, hr, scale),
+        "consistency": reflectance_consistency(output, lr, scale),
     }
+
+
+def projected_bicubic(lr: np.ndarray, scale: int) -> np.ndarray:
+    """The Pillow bicubic baseline with the LR-consistency projection, as uint8."""
+    up = torch.from_numpy(bicubic_upscale(lr, scale)).permute(2, 0, 1)[None].float()
+    low = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float()
+    return project(up, low, scale)[0].clamp(0, 255).round().permute(1, 2, 0).to(torch.uint8).numpy()
+
+
+def baselines(lr: np.ndarray, scale: int, projections: list[bool]) -> dict[str, np.ndarray]:
+    """``bicubic``, and with the projection ``bicubic+consistency``, as ``projections`` ask."""
+    made = {False: lambda: bicubic_upscale(lr, scale), True: lambda: projected_bicubic(lr, scale)}
+    return {method_name("bicubic", 0, projected): made[projected]() for projected in projections}
 
 
 def luma01(rgb: np.ndarray) -> np.ndarray:
@@ -144,19 +162,23 @@ def degraded_pair(hr: np.ndarray, scale: int, mode: str, seed: int) -> tuple[np.
 
 def evaluate(
     pipelines: dict[str, HNDSRPipeline], images: list[Path], scales: list[int], ddim_steps: list[int], seed: int,
-    mode: str = "bicubic",
+    mode: str = "bicubic", projections: list[bool] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """``{scale: {method: {psnr, ssim, grad_ratio}}}`` averaged over ``images``."""
+    """``{scale: {method: {psnr, ssim, grad_ratio, gmsd, consistency}}}`` averaged over ``images``, each method
+    without and/or with the LR-consistency projection as ``projections`` lists (default: without)."""
+    projections = projections or [False]
     results: dict[str, dict[str, dict[str, float]]] = {}
     for scale in scales:
         rows: dict[str, list[dict[str, float]]] = {}
         for index, path in enumerate(images):
             hr, lr = degraded_pair(load_rgb(path), scale, mode, seed + index)
-            rows.setdefault("bicubic", []).append(score(bicubic_upscale(lr, scale), hr, scale))
+            for method, out in baselines(lr, scale, projections).items():
+                rows.setdefault(method, []).append(score(out, hr, lr, scale))
             for name, pipeline in pipelines.items():
-                for steps in ddim_steps:
-                    sr = pipeline.upscale(lr, UpscaleOptions(scale, ddim_steps=steps, seed=seed)).image
-                    rows.setdefault(method_name(name, steps), []).append(score(sr, hr, scale))
+                for steps, projected in itertools.product(ddim_steps, projections):
+                    options = UpscaleOptions(scale, ddim_steps=steps, seed=seed, consistency=projected)
+                    sr = pipeline.upscale(lr, options).image
+                    rows.setdefault(method_name(name, steps, projected), []).append(score(sr, hr, lr, scale))
         results[str(scale)] = {method: mean_scores(r) for method, r in rows.items()}
         print(f"x{scale}: " + ", ".join(f"{m} {v['psnr']:.2f} dB" for m, v in results[str(scale)].items()),
               file=sys.stderr, flush=True)
@@ -182,25 +204,28 @@ def best_shift(output: np.ndarray, reference: np.ndarray, border: int, max_shift
 
 
 def evaluate_real_pairs(
-    pipelines: dict[str, HNDSRPipeline], folder: Path, scale: int = 3, register: int = 0
+    pipelines: dict[str, HNDSRPipeline], folder: Path, scale: int = 3, register: int = 0,
+    projections: list[bool] | None = None,
 ) -> dict[str, dict]:
-    """``{scene: {method: {psnr, ssim}}}`` and their mean, for ``scene_*_Landsat-8.tif`` / ``*_Sentinel-2.tif``.
+    """``{scene: {method: {psnr, ssim, ...}}}`` and their mean, for ``scene_*_Landsat-8.tif`` / ``*_Sentinel-2.tif``;
+    each method without and/or with the LR-consistency projection as ``projections`` lists (default: without).
 
     ``register > 0`` first co-registers each pair: the whole-pixel shift (up to ``register`` px) that best
     aligns the bicubic output with the reference is applied to every method's output alike, and the
     border grows by ``register`` px so no wrapped pixel is scored.
     """
+    projections = projections or [False]
     results: dict[str, dict[str, dict[str, float]]] = {}
     border = scale + register
     for low_path in sorted(Path(folder).glob("scene_*_Landsat-8.tif")):
         scene = low_path.name.removesuffix("_Landsat-8.tif")
         lr, hr = load_rgb(low_path), load_rgb(low_path.with_name(f"{scene}_Sentinel-2.tif"))
-        outputs = {"bicubic": bicubic_upscale(lr, scale)}
-        options = UpscaleOptions(scale)
-        outputs.update({method_name(name, 0): p.upscale(lr, options).image for name, p in pipelines.items()})
-        shift = best_shift(outputs["bicubic"], hr, scale, register) if register else (0, 0)
+        outputs = baselines(lr, scale, projections)
+        outputs.update({method_name(name, 0, projected): p.upscale(lr, UpscaleOptions(scale, consistency=projected)).image
+                        for name, p in pipelines.items() for projected in projections})
+        lr_up = bicubic_upscale(lr, scale)
+        shift = best_shift(lr_up, hr, scale, register) if register else (0, 0)
         results[scene] = {}
-        lr_up = outputs["bicubic"]
         lr_up_as_hr = radiometric_match(np.roll(lr_up, shift, (0, 1)), hr)
         for method, out in outputs.items():
             matched = radiometric_match(np.roll(out, shift, (0, 1)), hr)
@@ -216,8 +241,8 @@ def evaluate_real_pairs(
     return results
 
 
-def method_name(name: str, steps: int) -> str:
-    return name if steps == 0 else f"{name}+ddim{steps}"
+def method_name(name: str, steps: int, projected: bool = False) -> str:
+    return name + (f"+ddim{steps}" if steps else "") + ("+consistency" if projected else "")
 
 
 def real_pairs_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -231,13 +256,13 @@ def real_pairs_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
 
 
 def markdown_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    lines = ["| scale | method | Y-PSNR (dB) | SSIM | grad. energy / HR | GMSD | vs bicubic (dB) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| scale | method | Y-PSNR (dB) | SSIM | grad. energy / HR | GMSD | consistency (grey levels) | "
+             "vs bicubic (dB) |", "|---|---|---|---|---|---|---|---|"]
     for scale, methods in results.items():
-        base = methods["bicubic"]["psnr"]
+        base = methods[next(iter(methods))]["psnr"]
         for method, m in methods.items():
-            lines.append(f"| x{scale} | {method} | {m['psnr']:.2f} | {m['ssim']:.4f} | "
-                         f"{m['grad_ratio']:.3f} | {m['gmsd']:.4f} | {m['psnr'] - base:+.2f} |")
+            lines.append(f"| x{scale} | {method} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['grad_ratio']:.3f} | "
+                         f"{m['gmsd']:.4f} | {m['consistency']:.2f} | {m['psnr'] - base:+.2f} |")
     return "\n".join(lines)
 
 
@@ -260,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="diffusion samples behind the map when --ddim-steps > 0")
     p.add_argument("--time-tile", type=int, default=0, metavar="N",
                    help="also time one 256x256 x4 tile per method, median of N")
+    p.add_argument("--consistency", choices=sorted(PROJECTIONS), default="off",
+                   help="score every method without the LR-consistency projection (off), with it (on) or both")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     if (args.data is None) == (args.real_pairs is None):
@@ -278,14 +305,16 @@ def main(argv: list[str] | None = None) -> None:
                   "protocol": "per-channel least-squares gain/offset to the reference, uint8, Y, 3-px border"
                               + (f"; co-registered (shifts up to {args.register} px, border +{args.register})"
                                  if args.register else ""),
-                  "results": evaluate_real_pairs(pipelines, args.real_pairs, register=args.register)}
+                  "results": evaluate_real_pairs(pipelines, args.real_pairs, register=args.register,
+                                                 projections=PROJECTIONS[args.consistency])}
     else:
         images = list_images(args.data)[:: args.every][: args.limit or None]
         if args.uncertainty:
             results = evaluate_uncertainty(loaded[0], images, args.scales, args.ddim_steps, args.seed,
                                            args.uncertainty_samples)
         else:
-            results = evaluate(pipelines, images, args.scales, args.ddim_steps, args.seed, args.degradation)
+            results = evaluate(pipelines, images, args.scales, args.ddim_steps, args.seed, args.degradation,
+                               PROJECTIONS[args.consistency])
         report = {"images": len(images), "data": str(args.data), "degradation": args.degradation,
                   "weights": weights, "results": results}
         if args.uncertainty:

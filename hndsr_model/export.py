@@ -29,8 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .consistency import cubic, project
 from .operator import NeuralOperatorSR, SpectralMixing, spectral_bases
 from .options import (
+    DEFAULT_CONSISTENCY,
     DEFAULT_EXPORT_OVERLAP_PERCENT,
     DEFAULT_EXPORT_RESOLUTION_CM,
     DEFAULT_TILE_SIZE,
@@ -55,6 +57,7 @@ class ExportSpec:
     overlap_percent: int = DEFAULT_EXPORT_OVERLAP_PERCENT  # Deepness's tiles_overlap
     resolution_cm: float = DEFAULT_EXPORT_RESOLUTION_CM
     model: str = DEFAULT_VARIANT
+    consistency: bool = DEFAULT_CONSISTENCY  # the LR-consistency projection inside the graph (per tile, as served)
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -110,7 +113,7 @@ class BicubicAsConvolution(nn.Module):
             source = (phase + 0.5) / scale - 0.5
             first = math.floor(source)
             for tap in range(-1, 3):
-                phases[phase, first + tap + 2] += _cubic(first + tap - source)
+                phases[phase, first + tap + 2] += cubic(first + tap - source)
         kernels = (phases[:, None, :, None] * phases[None, :, None, :]).reshape(scale * scale, 1, 5, 5)
         self.register_buffer("weight", kernels.repeat(channels, 1, 1, 1).float())
         self.scale, self.channels = scale, channels
@@ -120,29 +123,23 @@ class BicubicAsConvolution(nn.Module):
         return F.pixel_shuffle(phased, self.scale)
 
 
-def _cubic(distance: float, a: float = -0.75) -> float:
-    """Keys' cubic convolution kernel, PyTorch's and OpenCV's ``a``."""
-    d = abs(distance)
-    if d <= 1:
-        return ((a + 2) * d - (a + 3)) * d * d + 1
-    if d < 2:
-        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-    return 0.0
-
-
 class TileSuperResolver(nn.Module):
     """The operator for one scale and one ``tile x tile`` input, ``(N, 3, T, T) -> (N, 3, T*S, T*S)``.
 
     ``with_features=False`` (the product): the output clamped to 0..1, as the service clamps before it rounds.
     ``with_features=True`` (the service's engine graphs): the unclamped output and the LR features that the
     uncertainty head reads, ``(N, C, T, T)``, as :meth:`NeuralOperatorSR.forward_features` and ``decode`` give.
+    ``consistency``: the output projected onto the tile's block means (:mod:`.consistency`), for a product that
+    others tile (the service's engines leave it to the pipeline, which projects whatever engine ran).
     """
 
-    def __init__(self, operator: NeuralOperatorSR, scale: int, tile: int, with_features: bool = False) -> None:
+    def __init__(self, operator: NeuralOperatorSR, scale: int, tile: int, with_features: bool = False,
+                 consistency: bool = False) -> None:
         super().__init__()
         self.operator = copy.deepcopy(operator).cpu().float().eval()
         self.scale = scale
         self.with_features = with_features
+        self.consistency = consistency
         for block in self.operator.body:
             block.spectral = RealSpectralMixing(block.spectral, tile, tile)
         self.bicubic = BicubicAsConvolution(scale)
@@ -152,6 +149,8 @@ class TileSuperResolver(nn.Module):
         features = self.operator.forward_features(lr, self.scale)
         # NeuralOperatorSR.decode, with its bicubic upsampling as a convolution
         sr = self.bicubic(lr) + self.operator.decoder(features, self.scale)
+        if self.consistency:
+            sr = project(sr, lr, self.scale, upsampling=self.bicubic)
         return (sr, features) if self.with_features else sr.clamp(0, 1)
 
 
@@ -192,6 +191,7 @@ def deepness_metadata(spec: ExportSpec, model_version: str) -> dict[str, str]:
         "scale": spec.scale,
         "hndsr_model": spec.model,
         "hndsr_version": model_version,
+        "hndsr_consistency": spec.consistency,
         "input": "RGB float32 in 0..1, NCHW",
         "output": "RGB float32 in 0..1, NCHW, scale times the input's side",
     }
@@ -200,7 +200,8 @@ def deepness_metadata(spec: ExportSpec, model_version: str) -> dict[str, str]:
 
 def export_onnx(model: LoadedModel, spec: ExportSpec, path: Path) -> Path:
     """Write the operator of ``model`` for ``spec`` to ``path``: the product, batch 1, with Deepness's metadata."""
-    proto = export_graph(TileSuperResolver(model.operator, spec.scale, spec.tile), spec.tile, [OUTPUT_NAME], batch=1)
+    module = TileSuperResolver(model.operator, spec.scale, spec.tile, consistency=spec.consistency)
+    proto = export_graph(module, spec.tile, [OUTPUT_NAME], batch=1)
     for key, value in deepness_metadata(spec, model.version).items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = (f"HNDSR {model.version} ({spec.model} weights): x{spec.scale} super-resolution of a "
@@ -219,7 +220,11 @@ def max_grey_difference(model: LoadedModel, spec: ExportSpec, path: Path, tiles:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     device = next(model.operator.parameters()).device  # the model stays where it is
     with torch.inference_mode():
-        expected = model.operator(tiles.to(device), spec.scale).clamp(0, 1).cpu().numpy()
+        tiles = tiles.to(device)
+        expected = model.operator(tiles, spec.scale)
+        if spec.consistency:
+            expected = project(expected, tiles, spec.scale)
+        expected = expected.clamp(0, 1).cpu().numpy()
     got = np.concatenate([session.run(None, {INPUT_NAME: tile[None].numpy()})[0] for tile in tiles])
     return int(np.abs(np.rint(got * 255) - np.rint(expected * 255)).max())
 

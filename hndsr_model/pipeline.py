@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .batching import CancelCheck, InferenceCancelled, MicroBatcher, TileWork
+from .consistency import project
 from .diffusion import UNSHUFFLE, decode_residual, encode_condition
 from .engines import make_engine
 from .options import DEFAULT_TILE_SIZE, UpscaleOptions
@@ -147,7 +148,8 @@ class HNDSRPipeline:
 
         ``options.uncertainty`` adds the map of :mod:`.uncertainty` (with ``ddim_steps > 0`` from the head and
         ``uncertainty_samples`` seeded samples, the first of which is the output); the output is the same
-        bytes either way. Diffusion without a seed gets one (:meth:`UpscaleOptions.seeded`), reported in the
+        bytes either way. ``options.consistency`` projects each tile onto its input's block means
+        (:mod:`.consistency`) before the tiles are blended. Diffusion without a seed gets one (:meth:`UpscaleOptions.seeded`), reported in the
         result."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError("image must be an (H, W, 3) uint8 array")
@@ -242,6 +244,8 @@ class HNDSRPipeline:
                          if ddim_steps else None)
                 sr = self._super_resolve(TileWork(tiles, scale, ddim_steps, noise, cancelled, index, total,
                                                   uncertainty, samples))
+                if options.consistency:  # per tile, before blending: ramps then mix outputs that each satisfy it
+                    sr[:, :3] = project(sr[:, :3], tiles, scale)
                 for x, tile in zip(xs, sr, strict=True):
                     w = weight(y, x)
                     band[:channels, :, x * scale : (x + tw) * scale].addcmul_(tile, w)

@@ -402,7 +402,8 @@ class SceneUpscaler:
         model = self.pipeline.model
         return {"HNDSR_MODEL": "hndsr", "HNDSR_MODEL_VERSION": model.version, "HNDSR_SCALE": str(self.options.scale),
                 "HNDSR_DDIM_STEPS": str(self.options.ddim_steps), "HNDSR_SEED": "none" if self.seed is None else str(self.seed),
-                "HNDSR_SOURCE_BANDS": ",".join(map(str, self.plan.source))}
+                "HNDSR_SOURCE_BANDS": ",".join(map(str, self.plan.source)),
+                "HNDSR_CONSISTENCY": str(self.options.consistency).lower()}
 
 
 def _keep_off_nodata(out: np.ndarray, valid: np.ndarray, nodata: float) -> None:

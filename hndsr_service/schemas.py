@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from hndsr_model.options import (
     DDIM_STEPS,
+    DEFAULT_CONSISTENCY,
     DEFAULT_UNCERTAINTY_SAMPLES,
     DEFAULT_VARIANT,
     MAX_SEED,
@@ -74,6 +75,10 @@ UncertaintySamples = Annotated[whole_number(UNCERTAINTY_SAMPLES.start, UNCERTAIN
     description=f"Seeded diffusion samples behind the uncertainty map when ddim_steps > 0, "
                 f"{UNCERTAINTY_SAMPLES.start}-{UNCERTAINTY_SAMPLES.stop - 1} (the cost grows with it); "
                 "unused with ddim_steps = 0", examples=[DEFAULT_UNCERTAINTY_SAMPLES])]
+Consistency = Annotated[bool, Strict(), Field(
+    description="Project the output onto the input: each s x s block of the output averages to the input pixel "
+                "it came from, per band and in the data's units, so added detail never shifts the radiometry "
+                "(false: the network's output as it is, the protocol's PSNR tables)", examples=[DEFAULT_CONSISTENCY])]
 
 
 class UpscaleFields(BaseModel):
@@ -88,6 +93,7 @@ class UpscaleFields(BaseModel):
     model: ModelVariant = DEFAULT_VARIANT
     return_uncertainty: ReturnUncertainty = False
     uncertainty_samples: UncertaintySamples = DEFAULT_UNCERTAINTY_SAMPLES
+    consistency: Consistency = DEFAULT_CONSISTENCY
 
     @classmethod
     def pick(cls, values: dict[str, Any]) -> UpscaleFields:
@@ -98,7 +104,7 @@ class UpscaleFields(BaseModel):
         """The options these fields ask for; bands that do not parse are the client's 422."""
         try:
             return UpscaleOptions(self.scale_factor, self.ddim_steps, self.seed, parse_bands(self.bands), self.model,
-                                  self.return_uncertainty, self.uncertainty_samples)
+                                  self.return_uncertainty, self.uncertainty_samples, self.consistency)
         except ValueError as exc:
             raise ServiceError(422, "invalid_request", str(exc)) from None
 
@@ -149,6 +155,7 @@ class InferMetadata(BaseModel):
     model: str
     model_variant: str = Field(description="The request's model field: which shipped weights answered")
     model_version: str
+    consistency: bool = Field(description="Whether the output was projected onto the input (the consistency field)")
     tiles: int
     request_id: str
 

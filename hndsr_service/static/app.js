@@ -7,7 +7,7 @@
   const $ = (id) => document.getElementById(id);
   const el = {
     file: $("file"), fileInfo: $("file-info"), scale: $("scale"), model: $("model"), steps: $("steps"),
-    seed: $("seed"),
+    seed: $("seed"), consistency: $("consistency"),
     format: $("format"), keyField: $("key-field"), apiKey: $("api-key"), run: $("run"), cancel: $("cancel"),
     status: $("status"), elapsed: $("elapsed"), progress: $("progress"), progressBar: $("progress-bar"),
     error: $("error"), resultInfo: $("result-info"), download: $("download"), viewer: $("viewer"),
@@ -388,6 +388,7 @@
     data.append("ddim_steps", el.steps.value || "0");
     if (el.seed.value.trim() !== "") data.append("seed", el.seed.value.trim());
     if (el.format.value) data.append("output_format", el.format.value);
+    data.append("consistency", el.consistency.checked ? "true" : "false");
     return data;
   }
 

@@ -78,7 +78,8 @@ def test_gdal_reads_where_the_data_is(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_products_record_how_they_were_made() -> None:
     params = BatchParameters("s3://out/x", 4, (4, 3, 2), "real")
     assert params.names("scene") == ("scene_x4.tif", "scene_x4.json")
-    assert params.recorded() == {"scale": 4, "bands": [4, 3, 2], "model": "real", "ddim_steps": 0, "seed": None}
+    assert params.recorded() == {"scale": 4, "bands": [4, 3, 2], "model": "real", "ddim_steps": 0, "seed": None,
+                                 "consistency": True}
     item = {"assets": {"data": {"file:size": 12, "file:checksum": "1220" + "ab" * 32}}}
     assert recorded_file(item) == (12, "ab" * 32)
     assert recorded_file({"assets": {"data": {"file:size": 12}}}) is None

@@ -141,7 +141,8 @@ class TileSuperResolver(nn.Module):
         self.with_features = with_features
         self.consistency = consistency
         for block in self.operator.body:
-            block.spectral = RealSpectralMixing(block.spectral, tile, tile)
+            if block.spectral is not None:  # v3 without spectral mixing has none
+                block.spectral = RealSpectralMixing(block.spectral, tile, tile)
         self.bicubic = BicubicAsConvolution(scale)
         self.eval()
 

@@ -157,6 +157,10 @@ class NeuralOperatorSR(nn.Module):
     def forward(self, lr: torch.Tensor, scale: int) -> torch.Tensor:
         return self.decode(lr, self.forward_features(lr, scale), scale)
 
+    def collapse(self) -> NeuralOperatorSR:
+        """Fold training-time re-parameterisations for inference (v3's); this network has none."""
+        return self
+
     def forward_features(self, lr: torch.Tensor, scale: int) -> torch.Tensor:
         """The LR feature map the decoder reads, ``(B, C, h, w)`` (the uncertainty head reads it too)."""
         cond = self.cond(scale_embedding(scale, lr.shape[0], lr.device))

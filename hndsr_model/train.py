@@ -17,6 +17,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -84,8 +85,12 @@ class PatchSampler:
         self.realistic = realistic
         self.target_sigma = target_sigma
         self.ground_scale = ground_scale
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Start the stream of crops, augmentations, scales and degradations again from ``seed``."""
         self.rng = random.Random(seed)
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -187,8 +192,10 @@ def train_stage(
     args: argparse.Namespace,
     iters: int,
     minutes: float,
+    clock: Callable[[], float] = time.monotonic,
 ) -> nn.Module:
-    """Generic loop: returns the EMA copy of ``model`` after training."""
+    """Generic loop: returns the EMA copy of ``model`` after training. ``minutes`` are of ``clock``: wall time, or
+    ``time.process_time`` to budget the CPU time the process itself spends (all its threads), whatever else runs."""
     ema = copy.deepcopy(model).requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     peak = scaled_lr(args.lr, args.batch, args.lr_reference_batch)
@@ -200,11 +207,11 @@ def train_stage(
     state = ckpt.load({"model": model, "ema": ema}, optimizer) or {"step": 0, "elapsed": 0.0}
     if state["step"]:
         print(f"[{name}] resumed at step {state['step']}", flush=True)
-    start = time.monotonic() - state["elapsed"]
+    start = clock() - state["elapsed"]
     running = 0.0
     window_start, window_steps = time.monotonic(), 0
     while True:
-        elapsed = time.monotonic() - start
+        elapsed = clock() - start
         progress = max(state["step"] / iters, elapsed / (minutes * 60))
         if progress >= 1.0:
             break
@@ -229,9 +236,9 @@ def train_stage(
                   f"{elapsed / 60:.1f} min {rate:.2f} steps/s {rate * args.batch:.0f} samples/s", flush=True)
             window_start, window_steps = time.monotonic(), 0
         if state["step"] % args.checkpoint_every == 0:
-            state["elapsed"] = time.monotonic() - start
+            state["elapsed"] = clock() - start
             ckpt.save({"model": model, "ema": ema}, optimizer, state)
-    state["elapsed"] = time.monotonic() - start
+    state["elapsed"] = clock() - start
     ckpt.save({"model": model, "ema": ema}, optimizer, state)
     print(f"[{name}] done: {state['step']} steps in {state['elapsed'] / 60:.1f} min", flush=True)
     return ema
@@ -336,7 +343,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--freeze-trunk", action="store_true",
                    help="v2 only: train the refinement blocks and decoder, keep the (v1) trunk fixed")
     p.add_argument("--no-spectral", action="store_true",
-                   help="v2 only: drop the trunk's Fourier layers (the spectral-mixing ablation)")
+                   help="v2, v3: drop the trunk's Fourier layers (the spectral-mixing ablation)")
     p.add_argument("--realistic", type=float, default=0.0,
                    help="fraction of samples degraded by the realistic pipeline instead of bicubic")
     p.add_argument("--target-sigma", type=float, default=0.0,
@@ -360,10 +367,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # One RLFB-style block of three convolutions: ~1.1x v1's CPU time at x4 (two blocks measured 1.4x,
 # over the 1.3x budget).
 V2_OPERATOR = {"channels": 48, "blocks": 6, "modes": 12, "local_blocks": 1, "local_convs": 3}
+# Four SPAN blocks of three re-parameterised convolutions: about 0.6x 2.1.0's CPU time for x4 of 256x256
+# (python -m benchmarks trunks; the model card, "v3 candidate").
+V3_OPERATOR = {"channels": 48, "blocks": 4, "modes": 12, "convs": 3}
+ARCH_OPERATORS = {"v1": {"channels": 48, "blocks": 6, "modes": 12}, "v2": V2_OPERATOR, "v3": V3_OPERATOR}
 
 
-def v2_operator(args: argparse.Namespace) -> dict:
-    return {**V2_OPERATOR, "spectral": False} if args.no_spectral else V2_OPERATOR
+def arch_operator(arch: str, spectral: bool = True) -> dict:
+    """The operator configuration a fresh ``arch`` network is trained with."""
+    return ARCH_OPERATORS[arch] if spectral else {**ARCH_OPERATORS[arch], "spectral": False}
 
 
 def initial_networks(args: argparse.Namespace, device: torch.device
@@ -371,14 +383,14 @@ def initial_networks(args: argparse.Namespace, device: torch.device
     """Networks to train: fresh, or from ``--init``; a v1 ``--init`` for ``--arch v2`` seeds v2's trunk and decoder.
     The last item is ``--init``'s uncertainty head, if it has one."""
     if not args.init:
-        operator = v2_operator(args) if args.arch == "v2" else {"channels": 48, "blocks": 6, "modes": 12}
+        operator = arch_operator(args.arch, spectral=not args.no_spectral)
         config = ModelConfig(operator=operator, arch=args.arch, denoiser={"channels": 48, "blocks": 3})
         operator, denoiser = build_networks(config)
         return operator, denoiser, config, None
     init = load_weights(args.init, device)
     operator, config = init.operator, init.config
     if args.arch == "v2" and config.arch == "v1":
-        config = ModelConfig(operator={**config.operator, **v2_operator(args)}, arch="v2", denoiser=config.denoiser,
+        config = ModelConfig(operator={**config.operator, **arch_operator("v2", not args.no_spectral)}, arch="v2", denoiser=config.denoiser,
                              residual_scale=config.residual_scale, noise_temperature=config.noise_temperature)
         operator = NeuralOperatorSRv2(**config.operator).to(device)
         operator.load_v1(init.operator.state_dict())
@@ -402,8 +414,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--target-sigma is a PSF width in HR pixels: 0 (sharp targets) or more")
     if args.ground_scale < 1:
         raise SystemExit("--ground-scale is a shrink factor: 1 (off) or more")
-    if args.no_spectral and args.arch != "v2":
-        raise SystemExit("--no-spectral needs --arch v2")
+    if args.no_spectral and args.arch == "v1":
+        raise SystemExit("--no-spectral needs --arch v2 or v3")
     if args.freeze_trunk:
         if not isinstance(operator, NeuralOperatorSRv2):
             raise SystemExit("--freeze-trunk needs --arch v2")

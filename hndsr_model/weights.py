@@ -20,6 +20,7 @@ from torch import nn
 from .diffusion import ResidualDenoiser
 from .operator import NeuralOperatorSR
 from .operator_v2 import NeuralOperatorSRv2
+from .operator_v3 import NeuralOperatorSRv3
 from .options import DEFAULT_VARIANT, VARIANT_FILES, WEIGHTS_DIR
 from .uncertainty import UncertaintyHead
 
@@ -35,7 +36,8 @@ def variant_paths(folder: Path) -> dict[str, Path]:
 
 
 # The manifest's ``config.arch`` picks the operator network; manifests without it are v1.
-OPERATORS: dict[str, type[NeuralOperatorSR]] = {"v1": NeuralOperatorSR, "v2": NeuralOperatorSRv2}
+OPERATORS: dict[str, type[NeuralOperatorSR]] = {"v1": NeuralOperatorSR, "v2": NeuralOperatorSRv2,
+                                                 "v3": NeuralOperatorSRv3}
 
 
 class WeightsError(RuntimeError):
@@ -186,4 +188,5 @@ def load_weights(path: Path = DEFAULT_WEIGHTS, device: str | torch.device = "cpu
         except RuntimeError as exc:
             raise WeightsError(f"weights in {path} do not fit the configured network: {exc}") from exc
         net.to(device).eval().requires_grad_(False)
+    operator.collapse()
     return LoadedModel(operator, denoiser, config, manifest["version"], digest, manifest, uncertainty, path)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .batching import CancelCheck, InferenceCancelled, MicroBatcher, TileWork
-from .consistency import project
+from .consistency import correction
 from .diffusion import UNSHUFFLE, decode_residual, encode_condition
 from .engines import make_engine
 from .options import DEFAULT_TILE_SIZE, UpscaleOptions
@@ -245,7 +245,7 @@ class HNDSRPipeline:
                 sr = self._super_resolve(TileWork(tiles, scale, ddim_steps, noise, cancelled, index, total,
                                                   uncertainty, samples))
                 if options.consistency:  # per tile, before blending: ramps then mix outputs that each satisfy it
-                    sr[:, :3] = project(sr[:, :3], tiles, scale)
+                    sr[:, :3] += correction(sr[:, :3], tiles, scale)
                 for x, tile in zip(xs, sr, strict=True):
                     w = weight(y, x)
                     band[:channels, :, x * scale : (x + tw) * scale].addcmul_(tile, w)

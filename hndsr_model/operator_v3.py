@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .operator import NeuralOperatorSR, SpectralMixing, scale_embedding
+from .operator import NeuralOperatorSR, SpectralMixing
 
 
 class Conv3XC(nn.Module):
@@ -76,22 +76,14 @@ class SpanBlock(nn.Module):
 class NeuralOperatorSRv3(NeuralOperatorSR):
     """HNDSR v3 operator: ``(B, 3, h, w) in [0, 1], s -> (B, 3, s*h, s*w)``, bicubic + residual.
 
-    v1's head, scale conditioning, tail and decoder around ``blocks`` :class:`SpanBlock` s of ``convs``
-    convolutions; ``spectral=False`` is the ablation without the Fourier layers.
+    v1's head, scale conditioning, tail, decoder and forward pass around ``blocks`` :class:`SpanBlock` s of
+    ``convs`` convolutions; ``spectral=False`` is the ablation without the Fourier layers.
     """
 
     def __init__(self, channels: int = 48, blocks: int = 4, modes: int = 12, cond_dim: int = 32, convs: int = 2,
                  spectral: bool = True) -> None:
         super().__init__(channels, blocks, modes, cond_dim)
         self.body = nn.ModuleList(SpanBlock(channels, modes, cond_dim, convs, spectral) for _ in range(blocks))
-
-    def forward_features(self, lr: torch.Tensor, scale: int) -> torch.Tensor:
-        cond = self.cond(scale_embedding(scale, lr.shape[0], lr.device))
-        x = self.head(lr * 2 - 1)
-        skip = x
-        for block in self.body:
-            x = block(x, cond)
-        return self.tail(x) + skip
 
     def collapse(self) -> NeuralOperatorSRv3:
         """Every :class:`Conv3XC` as its one convolution, for inference; returns ``self``."""

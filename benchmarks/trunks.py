@@ -35,7 +35,7 @@ from hndsr_model.timing import round_robin_seconds
 from hndsr_model.train import PatchSampler, arch_operator, operator_loss, train_stage
 from hndsr_model.weights import OPERATORS
 
-from .common import load_average
+from .common import load_average, synchronize
 
 VARIANTS = {  # name: (arch, spectral mixing)
     "v2 (2.1.0's network)": ("v2", True),
@@ -51,7 +51,7 @@ def fresh(arch: str, spectral: bool, seed: int) -> NeuralOperatorSR:
 
 def training_args(args: argparse.Namespace, folder: str) -> argparse.Namespace:
     """What :func:`train_stage` reads, at ``hndsr_model.train``'s defaults."""
-    return argparse.Namespace(lr=4e-4, batch=args.batch, lr_reference_batch=0, ema=0.999, compile=False, bf16=False,
+    return argparse.Namespace(lr=4e-4, batch=args.batch, lr_reference_batch=args.lr_reference_batch, ema=0.999, compile=False, bf16=False,
                               channels_last=False, checkpoint_dir=folder, log_every=200, checkpoint_every=10**9)
 
 
@@ -66,6 +66,11 @@ def val_psnr(operator: NeuralOperatorSR, images: list[np.ndarray], scale: int, d
     return float(np.mean(scores))
 
 
+def timed_call(operator: NeuralOperatorSR, tile: torch.Tensor, device: torch.device) -> None:
+    operator(tile, 4)
+    synchronize(device)  # a GPU's work is done when the call returns
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks trunks", description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, required=True, help="training images (rsscn7/train)")
@@ -77,6 +82,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
     p.add_argument("--every", type=int, default=10, help="score every Nth val image")
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr-reference-batch", type=int, default=0,
+                   help="scale the learning rate (4e-4) from this batch to --batch, as train.py does (0: no scaling)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
@@ -103,7 +110,7 @@ def main(argv: list[str]) -> int:
             trained[name] = operator
     tile = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0)).to(device)
     with torch.inference_mode():
-        calls = {name: functools.partial(op, tile, 4) for name, op in trained.items()}
+        calls = {name: functools.partial(timed_call, op, tile, device) for name, op in trained.items()}
         report["x4_tile_seconds"] = {k: round(v, 4) for k, v in round_robin_seconds(calls, 7).items()}
     report["load_after"] = load_average()
     print(table(report))

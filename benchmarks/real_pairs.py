@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         scene = low_path.name.removesuffix("_Landsat-8.tif")
         lr, hr = load_rgb(low_path), load_rgb(low_path.with_name(f"{scene}_Sentinel-2.tif"))
         outputs = {"bicubic": bicubic_upscale(lr, SCALE)}
-        outputs.update({names[w]: p.upscale(lr, UpscaleOptions(SCALE)).image for w, p in pipelines.items()})
+        outputs.update({names[w]: p.upscale(lr, UpscaleOptions(SCALE, consistency=False)).image
+                        for w, p in pipelines.items()})  # the networks' own output, as diagnosed before the projection
         results[scene] = diagnose(outputs, hr, args.sigma)
         print(json.dumps({scene: results[scene]}, indent=1), flush=True)
     if args.json:

@@ -44,6 +44,17 @@ VARIANTS = {  # name: (arch, spectral mixing)
 }
 
 
+class CountedLoss:
+    """train.py's operator loss, counting the steps it was taken for."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def __call__(self, model: NeuralOperatorSR, lr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
+        self.steps += 1
+        return operator_loss(model, lr, hr, scale)
+
+
 def fresh(arch: str, spectral: bool, seed: int) -> NeuralOperatorSR:
     torch.manual_seed(seed)
     return OPERATORS[arch](**arch_operator(arch, spectral))
@@ -100,12 +111,14 @@ def main(argv: list[str]) -> int:
         arch, spectral = VARIANTS[name]
         for seed in args.seeds:
             sampler.reseed(seed)  # the same seed, the same batches, whichever the network
+            loss = CountedLoss()
             with tempfile.TemporaryDirectory() as folder:
                 operator = train_stage(f"{name} seed {seed}", fresh(arch, spectral, seed).to(device).train(),
-                                       operator_loss, sampler, training_args(args, folder), 10**9, args.minutes, clock)
+                                       loss, sampler, training_args(args, folder), 10**9, args.minutes, clock)
             operator.eval().requires_grad_(False).collapse()
             scores = {str(s): round(val_psnr(operator, images, s, device), 4) for s in args.scales}
-            report["runs"].setdefault(name, []).append({"seed": seed, "psnr": scores})
+            report["runs"].setdefault(name, []).append({"seed": seed, "steps": loss.steps, "psnr": scores,
+                                                        "load": load_average()})
             print(f"{name} seed {seed}: " + ", ".join(f"x{s} {v:.3f} dB" for s, v in scores.items()), flush=True)
             trained[name] = operator
     tile = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0)).to(device)

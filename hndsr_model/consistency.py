@@ -27,7 +27,7 @@ from .options import SCALES
 
 # Neumann steps: D(U(.)) passes the input's Nyquist frequency at 0.63-0.69 per axis (x8-x2), 0.40-0.48 on the
 # diagonal, and lower frequencies nearer 1, so each step leaves at most 60 % of the block-mean error it starts
-# from; eight leave under 2 % of the worst frequency's. The steps run on the LR grid (an s**2-th of the output's
+# from (60.4 % at x8); eight leave under 2 % of the worst frequency's. The steps run on the LR grid (an s**2-th of the output's
 # pixels), so only the final upsampling of the correction costs anything.
 DEFAULT_ITERATIONS = 8
 TAPS = 5  # D(U(.)) on the LR grid is a 5-tap filter per axis: bicubic reaches two input pixels either side
@@ -84,10 +84,12 @@ def project(sr: torch.Tensor, lr: torch.Tensor, scale: int, iterations: int = DE
 def correction(sr: torch.Tensor, lr: torch.Tensor, scale: int, iterations: int = DEFAULT_ITERATIONS,
                upsampling: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """What :func:`project` adds to ``sr``, ``(B, C, s*h, s*w)`` (to add in place where ``sr`` may change)."""
+    if iterations < 1:
+        raise ValueError(f"iterations must be at least 1, got {iterations}")
     if sr.shape[-2:] != (lr.shape[-2] * scale, lr.shape[-1] * scale):
         raise ValueError(f"sr {tuple(sr.shape)} is not lr {tuple(lr.shape)} times {scale}")
     error = lr - block_mean(sr, scale)
     low = error.clone()
     for _ in range(iterations - 1):
         low += error - _apply_lr_response(low, scale)
-    return upsampling(low) if upsampling else upsample(low, scale)
+    return upsample(low, scale) if upsampling is None else upsampling(low)

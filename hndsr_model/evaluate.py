@@ -115,7 +115,8 @@ def evaluate_uncertainty(pipeline: HNDSRPipeline, images: list[Path], scales: li
             rows, pooled = [], []
             for path in images:
                 hr, lr = make_pair(load_rgb(path), scale)
-                options = UpscaleOptions(scale, ddim_steps=steps, seed=seed, uncertainty=True,
+                # The map is calibrated on the network's own output: scored against that, unprojected.
+                options = UpscaleOptions(scale, ddim_steps=steps, seed=seed, uncertainty=True, consistency=False,
                                          uncertainty_samples=samples)
                 out = pipeline.upscale(lr, options)
                 assert out.uncertainty is not None
@@ -133,7 +134,7 @@ def evaluate_uncertainty(pipeline: HNDSRPipeline, images: list[Path], scales: li
 def tile_seconds(pipelines: dict[str, HNDSRPipeline], ddim_steps: list[int], repeats: int, seed: int,
                  image: np.ndarray) -> dict[str, float]:
     """Median seconds of one 256x256 x4 tile per method (and with its uncertainty map, where there is a head),
-    timed round-robin so that a shared machine's load falls on every method alike."""
+    without the LR-consistency projection, timed round-robin so that a shared machine's load falls on every method alike."""
     tile = np.ascontiguousarray(image[:256, :256])  # as an LR input: 1024x1024 out
     calls = {}
     for name, pipeline in pipelines.items():
@@ -141,8 +142,8 @@ def tile_seconds(pipelines: dict[str, HNDSRPipeline], ddim_steps: list[int], rep
             options = [False, True] if pipeline.has_uncertainty else [False]
             for mapped in options:
                 label = method_name(name, steps) + ("+uncertainty" if mapped else "")
-                calls[label] = functools.partial(pipeline.upscale, tile,
-                                                 UpscaleOptions(4, ddim_steps=steps, seed=seed, uncertainty=mapped))
+                calls[label] = functools.partial(pipeline.upscale, tile, UpscaleOptions(
+                    4, ddim_steps=steps, seed=seed, uncertainty=mapped, consistency=False))
     return {label: round(seconds, 3) for label, seconds in round_robin_seconds(calls, repeats).items()}
 
 

@@ -221,10 +221,10 @@ def max_grey_difference(model: LoadedModel, spec: ExportSpec, path: Path, tiles:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     device = next(model.operator.parameters()).device  # the model stays where it is
     with torch.inference_mode():
-        tiles = tiles.to(device)
-        expected = model.operator(tiles, spec.scale)
+        on_device = tiles.to(device)
+        expected = model.operator(on_device, spec.scale)
         if spec.consistency:
-            expected = project(expected, tiles, spec.scale)
+            expected = project(expected, on_device, spec.scale)
         expected = expected.clamp(0, 1).cpu().numpy()
     got = np.concatenate([session.run(None, {INPUT_NAME: tile[None].numpy()})[0] for tile in tiles])
     return int(np.abs(np.rint(got * 255) - np.rint(expected * 255)).max())

@@ -31,7 +31,9 @@ class Conv3XC(nn.Module):
         self.spatial = nn.Conv2d(wide, wide, 3)
         self.reduce = nn.Conv2d(wide, channels, 1)
         self.skip = nn.Conv2d(channels, channels, 1)
-        self.fused: tuple[torch.Tensor, torch.Tensor] | None = None  # not a parameter: the state dict is the branches
+        # The collapsed convolution: buffers, so they move with the module, but not in the state dict (the branches are)
+        self.register_buffer("fused_weight", None, persistent=False)
+        self.register_buffer("fused_bias", None, persistent=False)
 
     def composed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The equivalent 3x3 kernel ``(C, C, 3, 3)`` and bias ``(C,)``."""
@@ -43,14 +45,20 @@ class Conv3XC(nn.Module):
         return weight, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.fused or self.composed()
+        if self.fused_weight is not None and not self.training:
+            return F.conv2d(x, self.fused_weight, self.fused_bias, padding=1)
+        weight, bias = self.composed()
         return F.conv2d(x, weight, bias, padding=1)
 
     @torch.no_grad()
     def collapse(self) -> None:
-        """Serve the composed convolution from now on, made once (the branches stay, for the state dict); call it
-        after the module has moved to its device."""
-        self.fused = tuple(t.detach().clone() for t in self.composed())  # type: ignore[assignment]
+        """Serve the composed convolution in eval mode from now on, made once; training again drops it."""
+        self.fused_weight, self.fused_bias = (t.detach().clone() for t in self.composed())
+
+    def train(self, mode: bool = True) -> Conv3XC:
+        if mode:  # the branches are about to change: a collapsed kernel would be stale
+            self.fused_weight = self.fused_bias = None
+        return super().train(mode)
 
 
 class SpanBlock(nn.Module):
@@ -80,9 +88,9 @@ class NeuralOperatorSRv3(NeuralOperatorSR):
     ``convs`` convolutions; ``spectral=False`` is the ablation without the Fourier layers.
     """
 
-    def __init__(self, channels: int = 48, blocks: int = 4, modes: int = 12, cond_dim: int = 32, convs: int = 2,
+    def __init__(self, channels: int = 48, blocks: int = 4, modes: int = 12, cond_dim: int = 32, convs: int = 3,
                  spectral: bool = True) -> None:
-        super().__init__(channels, blocks, modes, cond_dim)
+        super().__init__(channels, 0, modes, cond_dim)  # v1's parts but its blocks
         self.body = nn.ModuleList(SpanBlock(channels, modes, cond_dim, convs, spectral) for _ in range(blocks))
 
     def collapse(self) -> NeuralOperatorSRv3:

@@ -35,7 +35,7 @@ UNCERTAINTY_SAMPLES = range(2, 17)
 DEFAULT_UNCERTAINTY_SAMPLES = 8
 # Whether outputs are projected onto the input's block means (hndsr_model.consistency) unless a request says: on
 # real Landsat-8 -> Sentinel-2 pairs it keeps or gains Y-PSNR and takes the block-mean error below bicubic's; on the
-# protocol's bicubic-made LR it costs 0.03-0.3 dB (the model card, "LR-consistency projection").
+# protocol's bicubic-made LR it costs 0.04-0.28 dB (the model card, "LR-consistency projection").
 DEFAULT_CONSISTENCY = True
 
 

@@ -262,6 +262,8 @@ class JobOutput(RasterInfo):
                                                         "existed)")
     uncertainty_band: int | None = Field(None, description="Only with return_uncertainty: the 1-based band holding "
                                                            "the uncertainty map (the last)")
+    consistency: bool | None = Field(None, description="The job's consistency field: whether the output is projected "
+                                                       "onto the input (null for jobs queued before it existed)")
 
 
 class JobError(BaseModel):

@@ -229,7 +229,8 @@ def _create(worker: JobWorker, upload: UploadFile, params: dict[str, Any]) -> Jo
             if needed > free:
                 raise ServiceError(507, "insufficient_storage", f"the result needs up to {needed / 2**30:.1f} GiB "
                                    f"of disk while it is written; {free / 2**30:.1f} GiB is free")
-            output = {**upscaler.describe_output(), "model_variant": params["model"]}
+            output = {**upscaler.describe_output(), "model_variant": params["model"],
+                      "consistency": params["consistency"]}
             described = upscaler.describe_input(), upscaler.tiles_total
         worker.files.store_input(job_id, source)
         return worker.store.create(job_id, params, described[0], output, described[1])

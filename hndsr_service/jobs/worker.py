@@ -310,7 +310,7 @@ class JobWorker:
         tiling made them (a rolling upgrade, another TILE_SIZE): then the job starts over."""
         job, pipeline = run.job, upscaler.pipeline
         made_by = {"model_version": pipeline.version, "tile_size": pipeline.tile_size,
-                   "tile_overlap": pipeline.tile_overlap}
+                   "tile_overlap": pipeline.tile_overlap, "consistency": upscaler.options.consistency}
         if job.params.get("made_by") == made_by:
             return job.rows_done
         if job.rows_done:
@@ -346,8 +346,9 @@ def record_params(fields: JobParams, options: UpscaleOptions) -> dict[str, Any]:
 
 
 def record_options(params: dict[str, Any]) -> UpscaleOptions:
-    """The options of a job's record; one queued before an option existed gets the option's default."""
-    fields = {name: value for name, value in params.items() if name in JobParams.model_fields}
+    """The options of a job's record; one queued before an option existed gets the option's default, but for the
+    projection: such a job was queued, and may have rows made, without it."""
+    fields = {"consistency": False} | {name: value for name, value in params.items() if name in JobParams.model_fields}
     if fields.get("bands"):
         fields["bands"] = ",".join(map(str, fields["bands"]))
     return JobParams.model_validate(fields).options()

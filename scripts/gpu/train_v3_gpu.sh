@@ -29,11 +29,10 @@ python3 -m hndsr_model.train --data "$data/train" --device "$device" --arch v3 -
   --denoiser-iters 1000000 --denoiser-minutes "$denoiser_minutes" \
   --uncertainty-iters 1000000 --uncertainty-minutes "$head_minutes" --log-every 200 --checkpoint-every 1000 \
   --checkpoint-dir "$out/checkpoints-3.0.0" --out "$out/hndsr-3.0.0.safetensors" --version 3.0.0 \
-  > "$out/train-3.0.0.log" 2>&1
-
+  > "$out/train-3.0.0.log" 2>&1 &&
 python3 -m hndsr_model.evaluate --device "$device" --data "$data/val" --scales 2 3 4 5 6 7 8 --consistency both \
   --time-tile 5 --weights "$out/hndsr-3.0.0.safetensors" "$weights/hndsr.safetensors" \
-  --json "$out/eval-val-3.0.0.json" > "$out/eval-val-3.0.0.log" 2>&1
+  --json "$out/eval-val-3.0.0.json" > "$out/eval-val-3.0.0.log" 2>&1 &&
 python3 -m hndsr_model.evaluate --device "$device" --real-pairs "$data/pairs" --consistency both \
   --weights "$out/hndsr-3.0.0.safetensors" "$weights/hndsr.safetensors" \
   --json "$out/eval-pairs-3.0.0.json" > "$out/eval-pairs-3.0.0.log" 2>&1

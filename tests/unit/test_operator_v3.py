@@ -40,9 +40,15 @@ def test_v3_weights_load_collapsed_and_export_without_spectral_mixing(tmp_path: 
     path = tmp_path / "v3.safetensors"
     save_weights(path, operator, denoiser, config, "3.0.0-test")
     loaded = load_weights(path)
-    assert all(conv.fused is not None for conv in loaded.operator.modules() if isinstance(conv, Conv3XC))
+    convs = [conv for conv in loaded.operator.modules() if isinstance(conv, Conv3XC)]
+    assert all(conv.fused_weight is not None for conv in convs)
     lr = torch.rand(1, 3, 32, 32)
     with torch.inference_mode():
         expected = operator.eval()(lr, 2)
         assert torch.allclose(loaded.operator(lr, 2), expected, atol=1e-5)
         assert torch.allclose(TileSuperResolver(loaded.operator, 2, 32)(lr), expected.clamp(0, 1), atol=1e-5)
+    # Fine-tuning loaded weights (train --init) trains the branches again, not a frozen collapsed kernel.
+    loaded.operator.train().requires_grad_(True)
+    assert all(conv.fused_weight is None for conv in convs)
+    loaded.operator(lr, 2).sum().backward()
+    assert all(conv.expand.weight.grad is not None for conv in convs)

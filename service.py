@@ -200,7 +200,8 @@ class HNDSR:
         data = await run_in_thread(image.read_bytes)
         product, meta = await self._produce(
             ProductRequest(data, options, output_format, ctx.request.headers.get("accept")), ctx)
-        ctx.response.headers.update({"x-hndsr-latency-ms": str(meta.latency_ms), "x-hndsr-seed": str(meta.seed)})
+        ctx.response.headers.update({"x-hndsr-latency-ms": str(meta.latency_ms), "x-hndsr-seed": str(meta.seed),
+                                     "x-hndsr-consistency": str(meta.consistency).lower()})
         # The request's own temporary folder: BentoML streams the file from it, then empties it.
         result = Path(ctx.temp_dir) / f"hndsr-x{scale_factor}{mimetypes.guess_extension(product.media_type)}"
         await run_in_thread(result.write_bytes, product.content)

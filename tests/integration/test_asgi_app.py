@@ -322,6 +322,18 @@ def test_api_answers_are_what_they_declare(client: TestClient) -> None:
     assert set(inferred.json()) == {"image", "media_type", "width", "height", "scale_factor", "metadata"}
 
 
+def test_the_projection_is_on_unless_asked_off_and_every_answer_says_which(client: TestClient) -> None:
+    image = encode(rgb_image(24, 32, seed=3))
+    on, off = (client.post("/upscale", files={"image": ("a.png", image, "image/png")}, data=fields)
+               for fields in ({"scale_factor": "3"}, {"scale_factor": "3", "consistency": "false"}))
+    assert (on.headers["x-hndsr-consistency"], off.headers["x-hndsr-consistency"]) == ("true", "false")
+    assert on.content != off.content
+    metadata = client.post("/infer", json={"image": b64(image), "consistency": False}).json()["metadata"]
+    assert metadata["consistency"] is False
+    refused = client.post("/infer", json={"image": b64(image), "consistency": "yes"})
+    assert refused.status_code == 422 and "consistency" in refused.text
+
+
 @pytest.mark.parametrize("path", ["/infer", "/upscale", "/jobs"])
 def test_unknown_fields_are_named(client: TestClient, path: str) -> None:
     image = encode(rgb_image(8, 8))

@@ -44,16 +44,18 @@ def test_submit_downloads_a_georeferenced_result(server: Server, tmp_path: Path,
     assert gone.value.status == 410
 
 
-def test_submit_with_the_real_model(server: Server, tmp_path: Path) -> None:
+def test_submit_with_the_real_model_and_without_the_projection(server: Server, tmp_path: Path) -> None:
     src, out = tmp_path / "scene.tif", tmp_path / "scene_x2.tif"
     write_geotiff(src, bands=3)
     assert main(["submit", str(src), str(out), "--url", server.url, "--scale", "2", "--model", "real",
-                 "--api-key", KEY]) == 0
+                 "--no-consistency", "--api-key", KEY]) == 0
     with rasterio.open(out) as after:
         assert after.tags()["HNDSR_MODEL_VERSION"] == load_weights(WEIGHTS_DIR / VARIANT_FILES["real"]).version
+        assert after.tags()["HNDSR_CONSISTENCY"] == "false"
     with JobsClient(server.url, api_key=KEY) as client:
         job_id = client.submit(src, scale=2, model="real")
-        assert client.status(job_id)["output"]["model_variant"] == "real"
+        output = client.status(job_id)["output"]
+        assert (output["model_variant"], output["consistency"]) == ("real", True)
         client.cancel(job_id)
 
 

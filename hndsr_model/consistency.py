@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from .options import SCALES
 
 # Neumann steps: D(U(.)) passes the input's Nyquist frequency at 0.63-0.69 per axis (x8-x2), 0.40-0.48 on the
-# diagonal, and lower frequencies nearer 1, so each step leaves at most 60 % of the block-mean error it starts
-# from (60.4 % at x8); eight leave under 2 % of the worst frequency's. The steps run on the LR grid (an s**2-th of the output's
-# pixels), so only the final upsampling of the correction costs anything.
+# diagonal, and lower frequencies nearer 1, so each step leaves at most 60 % (60.4 % at x8) of the block-mean error
+# it starts from; eight leave under 2 % of the worst frequency's. The steps run on the LR grid (an s**2-th of the
+# output's pixels), so only the final upsampling of the correction costs anything.
 DEFAULT_ITERATIONS = 8
 TAPS = 5  # D(U(.)) on the LR grid is a 5-tap filter per axis: bicubic reaches two input pixels either side
 

@@ -19,6 +19,8 @@ Every figure is printed with the machine's load average beside it; functions com
   megapixels per second, Ray's overhead, each stage's time.
 - ``shape_memory``: memory kept per new image shape. ``train_throughput``: training steps/s.
   ``real_pairs``: the models on the real Landsat-8/Sentinel-2 pairs, with registration diagnostics.
+- ``trunks``: operator variants (2.1.0's, v3, v3 without spectral mixing) trained from scratch for the same
+  compute, seeds apart, scored on val and timed. ``consistency``: the LR-consistency projection's cost per scale.
 
 Shared helpers: :mod:`benchmarks.common` (images, the peer, in-process runs) and :mod:`benchmarks.scrape` (a
 server's ``/metrics``). No benchmark imports another.

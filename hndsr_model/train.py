@@ -367,7 +367,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # One RLFB-style block of three convolutions: ~1.1x v1's CPU time at x4 (two blocks measured 1.4x,
 # over the 1.3x budget).
 V2_OPERATOR = {"channels": 48, "blocks": 6, "modes": 12, "local_blocks": 1, "local_convs": 3}
-# Four SPAN blocks of three re-parameterised convolutions: about 0.6x 2.1.0's CPU time for x4 of 256x256
+# Four SPAN blocks of three re-parameterised convolutions: 1.03x 2.1.0's operator time for x4 of 256x256
 # (python -m benchmarks trunks; the model card, "v3 candidate").
 V3_OPERATOR = {"channels": 48, "blocks": 4, "modes": 12, "convs": 3}
 ARCH_OPERATORS = {"v1": {"channels": 48, "blocks": 6, "modes": 12}, "v2": V2_OPERATOR, "v3": V3_OPERATOR}

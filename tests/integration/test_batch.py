@@ -164,8 +164,10 @@ def test_stac_item_collection_and_url_inputs(s3: S3Server, tmp_path: Path) -> No
 
 def test_ctrl_c_stops_cleanly_and_leaves_nothing_partial(s3: S3Server, tmp_path: Path) -> None:
     out = tmp_path / "out"
+    # As from a terminal: a suite started in the background (`.ci/run &`) passes SIGINT ignored to its children.
     run = subprocess.Popen([HNDSR, "batch", f"s3://{BUCKET}/scenes/", "--output", str(out), "--scale", "4"],
-                           env={**os.environ, **s3.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           env={**os.environ, **s3.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not any(out.glob("*.json")) or len(list(out.glob("*_x4.json"))) < 1:  # one scene done, others in flight
         assert run.poll() is None and time.monotonic() < deadline, run.communicate()

@@ -69,7 +69,7 @@ def score(output: np.ndarray, hr: np.ndarray, lr: np.ndarray, scale: int) -> dic
 
 def projected_bicubic(lr: np.ndarray, scale: int) -> np.ndarray:
     """The Pillow bicubic baseline with the LR-consistency projection, as uint8."""
-    up = torch.from_numpy(bicubic_upscale(lr, scale)).permute(2, 0, 1)[None].float()
+    up = torch.from_numpy(np.array(bicubic_upscale(lr, scale))).permute(2, 0, 1)[None].float()  # a writable copy
     low = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float()
     return project(up, low, scale)[0].clamp(0, 255).round().permute(1, 2, 0).to(torch.uint8).numpy()
 

@@ -6,8 +6,8 @@
 Every variant (2.1.0's network ``v2``, the SPAN-style ``v3`` and ``v3`` without spectral mixing) trains its operator
 with ``hndsr_model.train``'s loop and settings (L1, every scale 2-8, Adam, cosine schedule, EMA) for ``--minutes``:
 on the CPU minutes of CPU time the process spends (all its threads; what else runs on the machine does not count),
-on a GPU minutes of wall time. A faster network takes more steps in the same compute, which is the point. Each EMA network
-is then scored with the protocol (``shared/data/README.md``: Pillow bicubic LR, uint8, Y-PSNR with an s-pixel border)
+on a GPU minutes of wall time. A faster network takes more steps in the same compute, which is the point. Each EMA
+network is then scored with the protocol (``shared/data/README.md``: Pillow bicubic LR, uint8, Y-PSNR with an s-pixel border)
 on every ``--every``-th ``--val`` image at ``--scales``, whole images in one piece, and all are timed round-robin for
 one 256x256 x4 tile (re-parameterised layers collapsed, as served). Prints one table: mean and spread over seeds.
 On a GPU (``--device cuda --minutes 60``) the same command is the comparison at the compute the issue asks for.
@@ -62,8 +62,9 @@ def fresh(arch: str, spectral: bool, seed: int) -> NeuralOperatorSR:
 
 def training_args(args: argparse.Namespace, folder: str) -> argparse.Namespace:
     """What :func:`train_stage` reads, at ``hndsr_model.train``'s defaults."""
-    return argparse.Namespace(lr=4e-4, batch=args.batch, lr_reference_batch=args.lr_reference_batch, ema=0.999, compile=False, bf16=False,
-                              channels_last=False, checkpoint_dir=folder, log_every=200, checkpoint_every=10**9)
+    return argparse.Namespace(lr=4e-4, batch=args.batch, lr_reference_batch=args.lr_reference_batch, ema=0.999,
+                              compile=False, bf16=False, channels_last=False, checkpoint_dir=folder, log_every=200,
+                              checkpoint_every=10**9)
 
 
 @torch.inference_mode()
@@ -74,6 +75,14 @@ def val_psnr(operator: NeuralOperatorSR, images: list[np.ndarray], scale: int, d
         x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].to(device).float().div_(255)
         sr = to_uint8(operator(x, scale)[0]).permute(1, 2, 0).cpu().numpy()
         scores.append(y_psnr(sr, hr, scale))
+    return float(np.mean(scores))
+
+
+def bicubic_psnr(images: list[np.ndarray], scale: int) -> float:
+    scores = []
+    for image in images:
+        hr, lr = make_pair(image, scale)
+        scores.append(y_psnr(bicubic_upscale(lr, scale), hr, scale))
     return float(np.mean(scores))
 
 
@@ -101,10 +110,9 @@ def main(argv: list[str]) -> int:
     device = resolve_device(args.device)
     images = [load_rgb(path) for path in list_images(args.val)[:: args.every]]
     clock = time.process_time if device.type == "cpu" else time.monotonic
-    report: dict = {"minutes": args.minutes, "clock": clock.__name__, "seeds": args.seeds, "device": str(device), "batch": args.batch,
-                    "val_images": len(images), "load_before": load_average(), "runs": {}}
-    report["bicubic"] = {str(s): float(np.mean([y_psnr(bicubic_upscale(make_pair(im, s)[1], s), make_pair(im, s)[0], s)
-                                                for im in images])) for s in args.scales}
+    report: dict = {"minutes": args.minutes, "clock": clock.__name__, "seeds": args.seeds, "device": str(device),
+                    "batch": args.batch, "val_images": len(images), "load_before": load_average(), "runs": {}}
+    report["bicubic"] = {str(s): bicubic_psnr(images, s) for s in args.scales}
     trained: dict[str, NeuralOperatorSR] = {}
     sampler = PatchSampler(args.data, device, args.seeds[0])  # decoded once; every run reseeds its stream
     for name in args.variants:

@@ -104,7 +104,8 @@ def run_export(args: argparse.Namespace) -> int:
     from hndsr_model.weights import load_weights
 
     try:
-        specs = [ExportSpec(scale, args.tile, args.overlap, args.resolution, args.model, args.consistency) for scale in args.scale]
+        specs = [ExportSpec(scale, args.tile, args.overlap, args.resolution, args.model, args.consistency)
+                 for scale in args.scale]
         model = load_weights(args.weights or WEIGHTS_DIR / VARIANT_FILES[args.model], "cpu")
     except (ValueError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)

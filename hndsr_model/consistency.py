@@ -59,8 +59,8 @@ def lr_response(scale: int) -> tuple[float, ...]:
     pixel's ``s`` output pixels of the cubic weight each gives the input pixel ``k`` away (it is separable and
     shift-invariant: torch's bicubic replicates edges, as :func:`_apply_lr_response` pads). Plain floats, so that
     no tensor made while the ONNX exporter traces is kept for later."""
-    half = TAPS // 2
-    return tuple(sum(cubic(k - ((p + 0.5) / scale - 0.5)) for p in range(scale)) / scale for k in range(-half, half + 1))
+    centres = [(p + 0.5) / scale - 0.5 for p in range(scale)]  # the output pixels' positions on the input grid
+    return tuple(sum(cubic(k - c) for c in centres) / scale for k in range(-(TAPS // 2), TAPS // 2 + 1))
 
 
 def _apply_lr_response(image: torch.Tensor, scale: int) -> torch.Tensor:

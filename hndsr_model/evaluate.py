@@ -134,7 +134,8 @@ def evaluate_uncertainty(pipeline: HNDSRPipeline, images: list[Path], scales: li
 def tile_seconds(pipelines: dict[str, HNDSRPipeline], ddim_steps: list[int], repeats: int, seed: int,
                  image: np.ndarray) -> dict[str, float]:
     """Median seconds of one 256x256 x4 tile per method (and with its uncertainty map, where there is a head),
-    without the LR-consistency projection, timed round-robin so that a shared machine's load falls on every method alike."""
+    without the LR-consistency projection, timed round-robin so that a shared machine's load falls on every method
+    alike."""
     tile = np.ascontiguousarray(image[:256, :256])  # as an LR input: 1024x1024 out
     calls = {}
     for name, pipeline in pipelines.items():
@@ -222,8 +223,9 @@ def evaluate_real_pairs(
         scene = low_path.name.removesuffix("_Landsat-8.tif")
         lr, hr = load_rgb(low_path), load_rgb(low_path.with_name(f"{scene}_Sentinel-2.tif"))
         outputs = baselines(lr, scale, projections)
-        outputs.update({method_name(name, 0, projected): p.upscale(lr, UpscaleOptions(scale, consistency=projected)).image
-                        for name, p in pipelines.items() for projected in projections})
+        for (name, pipeline), projected in itertools.product(pipelines.items(), projections):
+            options = UpscaleOptions(scale, consistency=projected)
+            outputs[method_name(name, 0, projected)] = pipeline.upscale(lr, options).image
         lr_up = bicubic_upscale(lr, scale)
         shift = best_shift(lr_up, hr, scale, register) if register else (0, 0)
         results[scene] = {}

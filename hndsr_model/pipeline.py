@@ -149,8 +149,8 @@ class HNDSRPipeline:
         ``options.uncertainty`` adds the map of :mod:`.uncertainty` (with ``ddim_steps > 0`` from the head and
         ``uncertainty_samples`` seeded samples, the first of which is the output); the output is the same
         bytes either way. ``options.consistency`` projects each tile onto its input's block means
-        (:mod:`.consistency`) before the tiles are blended. Diffusion without a seed gets one (:meth:`UpscaleOptions.seeded`), reported in the
-        result."""
+        (:mod:`.consistency`) before the tiles are blended. Diffusion without a seed gets one
+        (:meth:`UpscaleOptions.seeded`), reported in the result."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError("image must be an (H, W, 3) uint8 array")
         height, width = image.shape[:2]

@@ -390,8 +390,9 @@ def initial_networks(args: argparse.Namespace, device: torch.device
     init = load_weights(args.init, device)
     operator, config = init.operator, init.config
     if args.arch == "v2" and config.arch == "v1":
-        config = ModelConfig(operator={**config.operator, **arch_operator("v2", not args.no_spectral)}, arch="v2", denoiser=config.denoiser,
-                             residual_scale=config.residual_scale, noise_temperature=config.noise_temperature)
+        config = ModelConfig(operator={**config.operator, **arch_operator("v2", not args.no_spectral)}, arch="v2",
+                             denoiser=config.denoiser, residual_scale=config.residual_scale,
+                             noise_temperature=config.noise_temperature)
         operator = NeuralOperatorSRv2(**config.operator).to(device)
         operator.load_v1(init.operator.state_dict())
     elif args.arch != config.arch:
